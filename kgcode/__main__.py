@@ -1,0 +1,5 @@
+"""``python -m kgcode`` runs the command line."""
+
+from kgcode.cli import main
+
+main()
