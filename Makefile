@@ -31,6 +31,7 @@ demo: install
 	$(BIN)/kgcode kg stats --kg $(DEMO_KG)
 	@echo "==> a few codes with their neighbours"
 	$(BIN)/kgcode kg show E11.9 --kg $(DEMO_KG)
+	$(BIN)/kgcode kg show E11 --kg $(DEMO_KG)
 	$(BIN)/kgcode kg show A15.8 --kg $(DEMO_KG)
 	$(BIN)/kgcode kg show ICD9CM:250.00 --kg $(DEMO_KG)
 	$(BIN)/kgcode kg search "tuberculosis of lung" --limit 5 --kg $(DEMO_KG)

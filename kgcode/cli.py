@@ -26,7 +26,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from kg.errors import KGFormatError, UnknownCodeError
     from ontologies import InvalidCodeError, SourceFormatError
 
-    return (InvalidCodeError, UnknownCodeError, SourceFormatError, KGFormatError, FileNotFoundError)
+    return (InvalidCodeError, UnknownCodeError, SourceFormatError, KGFormatError, FileNotFoundError,
+            FileExistsError)
 
 
 class _Group(click.Group):
@@ -277,6 +278,12 @@ def kg_export_owl(state: _State, kg_dir: Path | None, out: Path, systems: str | 
         f"wrote {out}: {counts['classes']:,} classes, {counts['subclass_of']:,} subClassOf, "
         f"{annotations:,} relation annotations in {counts['seconds']:.1f} s"
     )
+
+
+# Commands that live in their own modules (one job each).
+from kgcode.cli_viz import viz_command  # noqa: E402
+
+cli.add_command(viz_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -159,3 +159,14 @@ def test_truncated_source_names_file_and_line(home: Path, fixtures_dir: Path, tm
     line = result.stderr.strip().splitlines()[-1]
     assert "truncated.xml:" in line
     assert not (tmp_path / "kg").exists()
+
+
+def test_build_never_replaces_a_folder_that_is_not_a_kg(home: Path, fixtures_dir: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    result = run("-q", "kg", "build", "--icd10cm-xml", str(fixtures_dir / "icd10cm_mini.xml"),
+                 "--out", str(precious))
+    assert result.exit_code == 2
+    assert "not a KG folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (precious / "thesis.txt").read_text() == "years of work"
