@@ -16,18 +16,13 @@ import click
 
 from kgcode import __version__
 from kgcode import paths as kg_paths
+from kgcode.cli_common import kg_option, load_kg_option, user_errors
+from kgcode.cli_map import map_command
+from kgcode.cli_viz import viz_command
 
 __all__ = ["cli", "main"]
 
 logger = logging.getLogger("kgcode")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from kg.errors import KGFormatError, UnknownCodeError
-    from ontologies import InvalidCodeError, SourceFormatError
-
-    return (InvalidCodeError, UnknownCodeError, SourceFormatError, KGFormatError, FileNotFoundError,
-            FileExistsError)
 
 
 class _Group(click.Group):
@@ -36,7 +31,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except _user_errors() as exc:
+        except user_errors() as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if isinstance(exc, FileNotFoundError) and exc.filename:
                 message = f"no such file or folder: {exc.filename}"
@@ -80,26 +75,6 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 # --------------------------------------------------------------------------- kg
 
 
-def _kg_option(func: Any) -> Any:
-    return click.option(
-        "--kg",
-        "kg_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="KG folder (default: the last KG built on this machine).",
-    )(func)
-
-
-def _load(kg_dir: Path | None) -> Any:
-    from kg import load_kg
-
-    if kg_dir is None:
-        kg_dir = kg_paths.last_kg_dir()
-        if kg_dir is None:
-            raise click.UsageError("no KG built yet: run `kgcode kg build` first or pass --kg DIR")
-    return load_kg(kg_dir)
-
-
 @cli.group(cls=_Group)
 def kg() -> None:
     """Build and query the knowledge graph of the code systems."""
@@ -119,16 +94,32 @@ def kg() -> None:
     help="A CDC ICD-10-CM tabular XML (default: the April 2026 release bundled in simple-icd-10-cm).",
 )
 @click.option(
+    "--snomed-rf2",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Your licensed SNOMED CT RF2 Snapshot folder: adds SNOMED CT is-a and the ICD-10-CM map "
+    "refset (identifiers only are kept in the KG).",
+)
+@click.option(
+    "--umls-quadstore",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Your owlready2 / PyMedTermino2 quadstore with UMLS imported: adds SNOMED CT <-> ICD-10 "
+    "links through shared UMLS CUIs.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where to write the KG folder (default: the user cache dir).",
 )
 @click.pass_obj
-def kg_build(state: _State, data_dir: Path | None, icd10cm_xml: Path | None, out: Path | None) -> None:
+def kg_build(state: _State, data_dir: Path | None, icd10cm_xml: Path | None, snomed_rf2: Path | None,
+             umls_quadstore: Path | None, out: Path | None) -> None:
     """Build the KG from ICD-10-CM, ICD-9-CM, the GEMs, Disease Ontology and Mondo."""
     from kg import save_kg
     from kgcode.pipeline import build_default_kg
+    from ontologies import resolve_source
 
     if data_dir is None:
         data_dir = kg_paths.default_data_dir()
@@ -137,7 +128,13 @@ def kg_build(state: _State, data_dir: Path | None, icd10cm_xml: Path | None, out
     if icd10cm_xml is not None and not icd10cm_xml.is_file():
         raise click.BadParameter(f"{icd10cm_xml} does not exist", param_hint="--icd10cm-xml")
     out = out or kg_paths.default_kg_dir()
-    result = build_default_kg(data_dir, icd10cm_xml=icd10cm_xml, progress=state.progress)
+    extra = []
+    if snomed_rf2 is not None:
+        extra.append(resolve_source("snomed_rf2", snapshot_dir=snomed_rf2, descriptions=False))
+    if umls_quadstore is not None:
+        extra.append(resolve_source("pymedtermino2", quadstore_path=umls_quadstore, titles=False))
+    result = build_default_kg(data_dir, icd10cm_xml=icd10cm_xml, extra_sources=extra,
+                              progress=state.progress)
     save_kg(result.kg, out)
     kg_paths.remember_kg(out)
     stats = result.kg.stats()
@@ -163,11 +160,11 @@ def _stats_table(stats: dict[str, Any]) -> str:
 
 
 @kg.command("stats")
-@_kg_option
+@kg_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def kg_stats(kg_dir: Path | None, as_json: bool) -> None:
     """Counts per code system and relation type."""
-    graph = _load(kg_dir)
+    graph = load_kg_option(kg_dir)
     stats = graph.stats()
     click.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else _stats_table(stats))
 
@@ -221,13 +218,13 @@ def _show_text(record: dict[str, Any]) -> str:
 @kg.command("show")
 @click.argument("code")
 @click.option("--system", default=None, help="System of a bare code (default ICD10CM; e.g. ICD9CM).")
-@_kg_option
+@kg_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def kg_show(code: str, system: str | None, kg_dir: Path | None, as_json: bool) -> None:
     """Title, synonyms, hierarchy, excludes, GEM and SNOMED CT links of CODE."""
     from kg.describe import describe
 
-    graph = _load(kg_dir)
+    graph = load_kg_option(kg_dir)
     record = describe(graph, code, system=system)
     click.echo(json.dumps(record, indent=2) if as_json else _show_text(record))
 
@@ -236,14 +233,14 @@ def kg_show(code: str, system: str | None, kg_dir: Path | None, as_json: bool) -
 @click.argument("text", nargs=-1, required=True)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--system", default=None, help="Only this system (ICD10CM, ICD9CM, DOID, MONDO).")
-@_kg_option
+@kg_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON list.")
 def kg_search(text: tuple[str, ...], limit: int, system: str | None, kg_dir: Path | None,
               as_json: bool) -> None:
     """Find codes by title or synonym (case-insensitive)."""
     from ontologies.codes import canonical_system
 
-    graph = _load(kg_dir)
+    graph = load_kg_option(kg_dir)
     hits = graph.search(" ".join(text), limit=limit,
                         system=canonical_system(system) if system else None)
     if as_json:
@@ -259,7 +256,7 @@ def kg_search(text: tuple[str, ...], limit: int, system: str | None, kg_dir: Pat
 
 
 @kg.command("export-owl")
-@_kg_option
+@kg_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The OWL file to write (RDF/XML).")
 @click.option("--systems", default=None,
@@ -270,7 +267,7 @@ def kg_export_owl(state: _State, kg_dir: Path | None, out: Path, systems: str | 
     from kg.owl_export import export_owl
     from ontologies.codes import canonical_system
 
-    graph = _load(kg_dir)
+    graph = load_kg_option(kg_dir)
     chosen = {canonical_system(s) for s in systems.split(",")} if systems else None
     counts = export_owl(graph.iter_concepts(), graph.iter_relations(), out, systems=chosen)
     annotations = sum(counts.get("annotations", {}).values())
@@ -281,8 +278,7 @@ def kg_export_owl(state: _State, kg_dir: Path | None, out: Path, systems: str | 
 
 
 # Commands that live in their own modules (one job each).
-from kgcode.cli_viz import viz_command  # noqa: E402
-
+cli.add_command(map_command)
 cli.add_command(viz_command)
 
 

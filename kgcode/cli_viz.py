@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from kgcode.cli_common import kg_option, load_kg_option
+
 __all__ = ["viz_command"]
 
 
@@ -40,8 +42,7 @@ def _relations(value: str | None) -> list[str] | None:
 @click.option("--title", default=None, help="Page title (default: 'Neighbourhood of CODE').")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The HTML file to write (one self-contained page; opens with no network).")
-@click.option("--kg", "kg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="KG folder (default: the last KG built on this machine).")
+@kg_option
 def viz_command(
     codes: tuple[str, ...],
     hops: int,
@@ -61,10 +62,9 @@ def viz_command(
     """
     from kg.neighborhood import neighborhood
     from kg.viz import render_html
-    from kgcode.cli import _load  # here, not at the top: kgcode.cli imports this module
 
     chosen = _relations(relations)
-    graph = _load(kg_dir)
+    graph = load_kg_option(kg_dir)
     nb = neighborhood(
         graph,
         list(codes),

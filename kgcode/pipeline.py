@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 def default_sources(
-    data_dir: str | Path | None, *, icd10cm_xml: str | Path | None = None
+    data_dir: str | Path | None,
+    *,
+    icd10cm_xml: str | Path | None = None,
+    extra_sources: Sequence[OntologySource] = (),
 ) -> tuple[list[OntologySource], list[str]]:
     """The sources of the default KG.
 
@@ -29,6 +33,7 @@ def default_sources(
     Args:
         data_dir: the open data folder (``../shared/data``), or ``None``.
         icd10cm_xml: a CDC ICD-10-CM tabular XML to use instead of the bundled April 2026 one.
+        extra_sources: more sources, appended (e.g. a user's licensed SNOMED CT RF2 snapshot).
 
     Returns:
         ``(sources, left_out)``: the sources, and one line per source left out and why.
@@ -49,6 +54,7 @@ def default_sources(
                 f"{label} left out: no folder {where if where else f'<data-dir>/{folder}'}"
                 " (no DOID/MONDO concepts and no SNOMED CT ids in this KG)"
             )
+    sources.extend(extra_sources)
     return sources, left_out
 
 
@@ -65,6 +71,7 @@ def build_default_kg(
     data_dir: str | Path | None,
     *,
     icd10cm_xml: str | Path | None = None,
+    extra_sources: Sequence[OntologySource] = (),
     progress: bool | None = None,
 ) -> BuildResult:
     """Build the default KG from the real code systems.
@@ -72,6 +79,7 @@ def build_default_kg(
     Args:
         data_dir: the open data folder, or ``None`` (ICD-10-CM, ICD-9-CM and GEMs only).
         icd10cm_xml: optional CDC tabular XML path.
+        extra_sources: more sources, appended to the default ones.
         progress: show progress bars (``None``: only on a terminal).
 
     Returns:
@@ -80,7 +88,7 @@ def build_default_kg(
     from kg import build_kg
 
     start = time.perf_counter()
-    sources, left_out = default_sources(data_dir, icd10cm_xml=icd10cm_xml)
+    sources, left_out = default_sources(data_dir, icd10cm_xml=icd10cm_xml, extra_sources=extra_sources)
     for line in left_out:
         logger.info(line)
     kg = build_kg(sources, progress=progress)

@@ -4,7 +4,7 @@ Importing this package registers the built-in sources in :data:`ontology_registr
 """
 
 # Importing the modules registers their sources.
-from ontologies import doid, gems, icd9cm, icd10cm, mondo, owl  # noqa: E402, F401, I001
+from ontologies import doid, gems, icd9cm, icd10cm, mondo, owl, snomed_rf2, umls_owlready  # noqa: E402, F401, I001
 from ontologies.base import (
     RELATIONS,
     Concept,

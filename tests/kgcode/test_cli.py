@@ -161,7 +161,9 @@ def test_truncated_source_names_file_and_line(home: Path, fixtures_dir: Path, tm
     assert not (tmp_path / "kg").exists()
 
 
-def test_build_never_replaces_a_folder_that_is_not_a_kg(home: Path, fixtures_dir: Path, tmp_path: Path) -> None:
+def test_build_never_replaces_a_folder_that_is_not_a_kg(
+    home: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("years of work")
@@ -170,3 +172,28 @@ def test_build_never_replaces_a_folder_that_is_not_a_kg(home: Path, fixtures_dir
     assert result.exit_code == 2
     assert "not a KG folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+def test_build_with_a_licensed_rf2_snapshot_gives_map_refset_links(
+    home: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "kg"
+    build = run("-q", "kg", "build", "--icd10cm-xml", str(fixtures_dir / "icd10cm_mini.xml"),
+                "--snomed-rf2", str(fixtures_dir / "snomed_rf2"), "--out", str(out))
+    assert build.exit_code == 0, build.output
+    mapped = run("map", "E11.9", "--to", "SNOMEDCT", "--json", "--no-predicted", "--kg", str(out))
+    assert mapped.exit_code == 0, mapped.output
+    targets = json.loads(mapped.output)
+    exact = [t for t in targets if t["kind"] == "exact"]
+    # the refset's unconditional map (mapRule TRUE) ranks first
+    assert exact and exact[0]["target"] == "SCTID:9000004006"
+    assert "refset" in json.dumps(exact[0]["provenance"])
+    # identifiers only: the KG keeps no SNOMED CT description
+    shown = run("kg", "show", "SCTID:9000004006", "--json", "--kg", str(out))
+    assert json.loads(shown.output)["title"] == ""
+
+
+def test_build_rejects_a_missing_rf2_folder(home: Path, tmp_path: Path) -> None:
+    result = run("kg", "build", "--snomed-rf2", str(tmp_path / "nope"), "--out", str(tmp_path / "kg"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
