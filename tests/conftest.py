@@ -33,3 +33,20 @@ def data_dir() -> Path:
     if path is None:
         pytest.skip("real data folder ../shared/data (or $KGCODE_DATA_DIR) is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_build(data_dir: Path):  # noqa: ANN201 - kgcode.pipeline.BuildResult, imported lazily
+    """The default KG built once per test session from the real code systems and data folder.
+
+    Shared by every real-data test: treat it as read-only.
+    """
+    from kgcode.pipeline import build_default_kg
+
+    return build_default_kg(data_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def real_kg(real_build):  # noqa: ANN001, ANN201 - see real_build
+    """The real KnowledgeGraph of :func:`real_build` (read-only)."""
+    return real_build.kg

@@ -304,10 +304,8 @@ def test_cross_links_are_every_relation_but_is_a() -> None:
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_real_shared_neighbourhood_of_diabetes_hypertension_ckd(data_dir: Path) -> None:
-    from kgcode.pipeline import build_default_kg
-
-    kg = build_default_kg(data_dir, progress=False).kg
+def test_real_shared_neighbourhood_of_diabetes_hypertension_ckd(real_kg: KnowledgeGraph) -> None:
+    kg = real_kg
     nb = neighborhood(kg, ["E11.9", "I10", "N18.3"])
     ids = _ids(nb)
     assert {"ICD10CM:E11.9", "ICD10CM:I10", "ICD10CM:N18.3"} <= ids

@@ -415,12 +415,6 @@ def test_atomic_write_keeps_the_old_file_on_failure(kg: KnowledgeGraph, tmp_path
 # ----------------------------------------------------------------------------- real data
 
 
-@pytest.fixture(scope="module")
-def real_kg(data_dir: Path) -> KnowledgeGraph:
-    from kgcode.pipeline import build_default_kg
-
-    return build_default_kg(data_dir, progress=False).kg
-
 
 @pytest.mark.realdata
 @pytest.mark.slow

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def full(data_dir: Path) -> BuildResult:
-    """ICD-10-CM + ICD-9-CM + GEMs + DO + Mondo, as `kgcode kg build` makes it."""
-    return build_default_kg(data_dir, progress=False)
+def full(real_build: BuildResult) -> BuildResult:
+    """ICD-10-CM + ICD-9-CM + GEMs + DO + Mondo, as `kgcode kg build` makes it (shared, read-only)."""
+    return real_build
 
 
 def test_every_icd10cm_code_of_the_package_is_in_the_kg(full: BuildResult) -> None:
