@@ -51,6 +51,10 @@ _UNESCAPE = re.compile(r"\\(.)")
 _LOG_EXAMPLES = 5
 
 
+#: DO's root class, absent from HumanDO.tsv as a row.
+_ROOT = ("DOID:4", "disease")
+
+
 @dataclass(slots=True)
 class _DOClass:
     title: str
@@ -181,6 +185,12 @@ class DOSource(OntologySource):
         by_label: dict[str, set[str]] = {}
         for cid, cls in classes.items():
             by_label.setdefault(cls.title, set()).add(cid)
+        # The report lists subclasses only: DO's root (DOID:4 "disease") has no row of its own,
+        # yet its top-level children name it as their parent. Add it so the tree is connected.
+        root_id, root_label = _ROOT
+        if root_label not in by_label and any(p == root_label for _, p in parent_rows):
+            classes[root_id] = _DOClass(title=root_label)
+            by_label[root_label] = {root_id}
         unresolved: Counter[str] = Counter()
         ambiguous: Counter[str] = Counter()
         for cid, parent_label in parent_rows:
@@ -196,7 +206,7 @@ class DOSource(OntologySource):
                 unresolved[parent_label] += 1
         for what, counter in (("resolve to no class", unresolved), ("are ambiguous", ambiguous)):
             if counter:
-                logger.warning(
+                logger.info(
                     "doid: %d parent labels in %s %s (%d rows), e.g. %s",
                     len(counter),
                     path.name,
@@ -326,14 +336,14 @@ class DOSource(OntologySource):
             if system in _ID_ONLY_SYSTEMS and target not in self._id_only:
                 self._id_only[target] = system
         if invalid:
-            logger.warning(
+            logger.info(
                 "doid: %d malformed xref codes in %s skipped (kept as raw strings): %s",
                 sum(invalid.values()),
                 path.name,
                 dict(invalid),
             )
         if unknown_subject:
-            logger.warning(
+            logger.info(
                 "doid: %d xref rows of %s name a DOID not in HumanDO.tsv", unknown_subject, path.name
             )
         self.stats["xref_invalid"] = dict(invalid)

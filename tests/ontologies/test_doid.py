@@ -24,7 +24,8 @@ def _copy_fixture(fixtures_dir: Path, tmp_path: Path) -> Path:
 def test_classes_titles_and_parents(do: DOSource) -> None:
     concepts = {c.id: c for c in do.concepts()}
     doids = {k: c for k, c in concepts.items() if c.system == "DOID"}
-    assert len(doids) == 8
+    assert len(doids) == 9  # the 8 rows and DO's root, DOID:4 "disease", which has no row
+    assert doids["DOID:4"].title == "disease"
     t2 = doids["DOID:9352"]
     assert (t2.title, t2.kind, t2.source) == ("type 2 diabetes mellitus", "concept", "doid")
     isa = {(r.src, r.dst) for r in do.relations() if r.relation == "is_a"}
@@ -35,9 +36,11 @@ def test_classes_titles_and_parents(do: DOSource) -> None:
         ("DOID:0090002", "DOID:10763"),
         ("DOID:0090004", "DOID:10763"),  # two rows, two parents
         ("DOID:0090004", "DOID:9352"),
+        ("DOID:9351", "DOID:4"),  # "disease": the root, added since the report has no row for it
+        ("DOID:10763", "DOID:4"),
     }
-    # "disease" names no class of the file; "twin label" names two
-    assert do.stats["parent_unresolved"] == {"disease": 2}
+    # "twin label" names two classes
+    assert do.stats["parent_unresolved"] == {}
     assert do.stats["parent_ambiguous"] == {"twin label": 1}
 
 
@@ -66,6 +69,7 @@ def test_xrefs(do: DOSource) -> None:
         ("DOID:9351", "SCTID:73211009"),
         ("DOID:10763", "ICD10CM:I10"),
         ("DOID:10763", "SCTID:38341003"),
+        ("DOID:4", "SCTID:64572001"),
     }
     assert len(xrefs) == len(by_pair)
     assert by_pair[("DOID:9352", "SCTID:44054006")].attrs["snomed_release"] == "2025_09_01"
@@ -74,7 +78,7 @@ def test_xrefs(do: DOSource) -> None:
     stats = do.stats
     assert stats["xref_invalid"] == {"ICD9CM": 1, "SCTID": 1, "MIM": 1}
     assert stats["sctid_bad_check_digit"] == 1  # 38341007
-    assert stats["xref_unknown_subject"] == 1  # DOID:4 has no row in HumanDO.tsv
+    assert stats["xref_unknown_subject"] == 0  # DOID:4, which has no row, is added as the root
 
 
 def test_other_prefixes_and_malformed_codes_stay_raw(do: DOSource) -> None:
@@ -96,12 +100,13 @@ def test_id_only_concepts_never_get_a_title(do: DOSource) -> None:
         "OMIM:125853",
         "SCTID:38341003",
         "SCTID:44054006",
+        "SCTID:64572001",
         "SCTID:73211009",
     ]
     assert all(c.title == "" and c.synonyms == [] and c.kind == "concept" for c in others)
     # ICD codes are left to the ICD sources
     assert not any(c.system in ("ICD10CM", "ICD9CM") for c in concepts)
-    assert do.stats["id_only_concepts"] == {"SCTID": 3, "MESH": 1, "OMIM": 1}
+    assert do.stats["id_only_concepts"] == {"SCTID": 4, "MESH": 1, "OMIM": 1}
 
 
 def test_info(do: DOSource) -> None:
@@ -162,14 +167,17 @@ def test_real_disease_ontology(data_dir: Path) -> None:
     concepts = {c.id: c for c in do.concepts()}
     rels = list(do.relations())
     doids = [c for c in concepts.values() if c.system == "DOID"]
-    assert len(doids) == 12_246  # SOURCES.md: 12,246 classes
+    assert len(doids) == 12_247  # SOURCES.md: 12,246 classes, and the root DOID:4 they all descend from
     t2 = concepts["DOID:9352"]
     assert t2.title == "type 2 diabetes mellitus" and "NIDDM" in t2.synonyms
     assert ("DOID:9352", "DOID:9351") in {(r.src, r.dst) for r in rels if r.relation == "is_a"}
     xref = {(r.src, r.dst) for r in rels if r.relation == "xref"}
     assert {("DOID:9352", "ICD10CM:E11"), ("DOID:9352", "SCTID:44054006")} <= xref
-    # only DO's root "disease" (DOID:4, no row of its own) is unresolved; no label is ambiguous
-    assert set(do.stats["parent_unresolved"]) == {"disease"} and do.stats["parent_ambiguous"] == {}
+    # DO's root "disease" (DOID:4, no row of its own) is added, so every parent label resolves
+    assert do.stats["parent_unresolved"] == {} and do.stats["parent_ambiguous"] == {}
+    assert concepts["DOID:4"].title == "disease"
+    top = {r.src for r in rels if r.relation == "is_a" and r.dst == "DOID:4"}
+    assert len(top) == 8  # DO's eight top-level classes
     assert do.stats["sctid_bad_check_digit"] == 0
     sct = [c for c in concepts.values() if c.system == "SCTID"]
     assert sct and all(c.title == "" and not c.synonyms for c in sct)
