@@ -379,7 +379,7 @@ def load_kg(path: str | Path) -> KnowledgeGraph:
                 f"format version {found}, but this kgcode ({kgcode_version()}) reads version "
                 f"{FORMAT_VERSION}: rebuild the KG with `kgcode kg build`",
             )
-        with gc_paused():
+        with gc_paused(freeze=True):
             n_nodes, n_edges = _read_into(kg, con, file)
     except sqlite3.Error as exc:
         raise KGFormatError(file, f"not a readable KG database: {exc}") from None
