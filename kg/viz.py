@@ -549,13 +549,13 @@ def screenshot(
     wait_ms: int = 10_000,
     timeout: float = 120.0,
 ) -> bool:
-    """Render an HTML file to a PNG with headless Chromium, offline.
+    """Render an HTML file (or a loopback ``http://`` URL) to a PNG with headless Chromium, offline.
 
     Chromium runs with no sandbox (it runs as root in CI), no GPU, no background networking and
     a throw-away profile; ``--virtual-time-budget`` lets the graph's layout settle first.
 
     Args:
-        html_path: the page.
+        html_path: the page: a file, or a ``http://`` URL (e.g. the local ``kgcode serve``).
         png_path: the PNG to write.
         window_size: width and height in pixels.
         wait_ms: virtual time given to the page's scripts before the screenshot.
@@ -569,7 +569,10 @@ def screenshot(
     if exe is None:
         logger.info("no Chromium found: no screenshot of %s", html_path)
         return False
-    html_path = Path(html_path).resolve()
+    if isinstance(html_path, str) and html_path.startswith(("http://", "https://")):
+        target = html_path
+    else:
+        target = Path(html_path).resolve().as_uri()
     png_path = Path(png_path).resolve()
     png_path.parent.mkdir(parents=True, exist_ok=True)
     png_path.unlink(missing_ok=True)
@@ -590,7 +593,7 @@ def screenshot(
             f"--window-size={window_size[0]},{window_size[1]}",
             f"--virtual-time-budget={wait_ms}",
             f"--screenshot={png_path}",
-            html_path.as_uri(),
+            target,
         ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)

@@ -1,4 +1,4 @@
-"""Reading coded clinical notes: CodiEsp, JSON lines, MIMIC (III or IV).
+"""Reading coded clinical notes: CodiEsp, JSON lines, MIMIC (III or IV), PubTator (NCBI disease).
 
 Every reader returns ``(notes, report)``: a list of :class:`Note` (text plus system-qualified gold
 codes, normalised with :func:`ontologies.codes.standardize`) and a :class:`DatasetReport` that
@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,8 @@ __all__ = [
     "read_dataset",
     "read_jsonl",
     "read_mimic",
+    "read_pubtator",
+    "silver_icd10cm",
 ]
 
 logger = logging.getLogger(__name__)
@@ -425,12 +427,121 @@ def _find_csv(folder: Path, stem: str) -> Path | None:
     return None
 
 
+# --------------------------------------------------------------------------- PubTator (NCBI disease)
+
+
+def read_pubtator(path: PathLike) -> tuple[list[Note], DatasetReport]:
+    """Read a PubTator file (the NCBI disease corpus): title + abstract, disease mentions' ids.
+
+    Each document is ``PMID|t|title``, ``PMID|a|abstract`` and one tab-separated line per mention
+    (``PMID, start, end, text, type, ids``); ``ids`` are MeSH (``D012345``) or OMIM
+    (``OMIM:123456``) ids, several joined by ``|`` or ``+``. The note's codes are those ids,
+    system-qualified (``MESH:D012345``, ``OMIM:123456``), in order, without duplicates; map them to
+    ICD-10-CM with :func:`silver_icd10cm`.
+
+    Args:
+        path: the ``.txt`` file.
+
+    Returns:
+        ``(notes, report)``; the text is ``title + "\n" + abstract``.
+    """
+    p = Path(path)
+    report = DatasetReport(str(p))
+    notes: dict[str, Note] = {}
+    parts: dict[str, dict[str, str]] = {}
+    seen: dict[str, set[str]] = {}
+    with open(p, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.rstrip("\n")
+            if not line.strip():
+                continue
+            if "|t|" in line[:20] or "|a|" in line[:20]:
+                pmid, kind, text = line.split("|", 2)
+                parts.setdefault(pmid, {})[kind] = text
+                notes.setdefault(pmid, Note(pmid, ""))
+                continue
+            cols = line.split("\t")
+            if len(cols) < 6 or cols[0] not in notes:
+                report.add(p, lineno, "expected a title/abstract line or a 6-column mention line")
+                continue
+            for raw_id in cols[5].replace("+", "|").split("|"):
+                raw_id = raw_id.strip()
+                if not raw_id:
+                    continue
+                code = raw_id if raw_id.startswith("OMIM:") else f"MESH:{raw_id.removeprefix('MESH:')}"
+                _add_code(notes[cols[0]], code, seen, report)
+    for pmid, note in notes.items():
+        note.text = "\n".join(t for t in (parts[pmid].get("t"), parts[pmid].get("a")) if t)
+    return list(notes.values()), report.finish(list(notes.values()))
+
+
+def silver_icd10cm(
+    notes: Iterable[Note], kg: object, *, matches: Collection[str] = ("exact", "dbxref")
+) -> tuple[list[Note], DatasetReport]:
+    """Map MeSH / OMIM-coded notes to ICD-10-CM through the KG's Disease Ontology and Mondo links.
+
+    An id maps to the ICD-10-CM categories and codes that a DO or Mondo concept cross-referencing it
+    (``xref`` with a match in ``matches``) also cross-references, the concept's ``equivalent``
+    DO/Mondo twin included. Ids with no such path are dropped (counted in the report).
+
+    Args:
+        notes: notes whose codes are ``MESH:``/``OMIM:`` ids (e.g. from :func:`read_pubtator`).
+        kg: a :class:`kg.graph.KnowledgeGraph`.
+        matches: the cross-reference match types followed, both hops.
+
+    Returns:
+        ``(notes, report)``: new notes with ICD-10-CM codes (a note may end up with none);
+        ``counts`` has ``ids_mapped`` and ``ids_unmapped``.
+    """
+    g = kg.graph  # type: ignore[attr-defined]
+    wanted = set(matches)
+    cache: dict[str, list[str]] = {}
+
+    def concepts(node: str) -> set[str]:
+        found = set()
+        for src, keydict in g._pred.get(node, {}).items():
+            data = keydict.get("xref")
+            if data is not None and data.get("attrs", {}).get("match") in wanted:
+                found.add(src)
+        for c in list(found):
+            for other, keydict in {**g._succ.get(c, {}), **g._pred.get(c, {})}.items():
+                if "equivalent" in keydict:
+                    found.add(other)
+        return found
+
+    def icd(node: str) -> list[str]:
+        if node not in cache:
+            out: list[str] = []
+            for c in sorted(concepts(node)):
+                for dst, keydict in g._succ.get(c, {}).items():
+                    data = keydict.get("xref")
+                    if (data is not None and dst.startswith("ICD10CM:") and dst not in out
+                            and g.nodes[dst].get("kind") in ("category", "code")
+                            and data.get("attrs", {}).get("match") in wanted):
+                        out.append(dst)
+            cache[node] = out
+        return cache[node]
+
+    report = DatasetReport("silver ICD-10-CM via DO/Mondo")
+    out_notes = []
+    for note in notes:
+        codes: list[str] = []
+        for code in note.codes:
+            mapped = icd(code) if code in g else []
+            report.tally("ids_mapped" if mapped else "ids_unmapped")
+            codes += [c for c in mapped if c not in codes]
+        out_notes.append(Note(note.id, note.text, codes))
+    return out_notes, report.finish(out_notes)
+
+
 def read_dataset(path: PathLike, **kwargs: object) -> tuple[list[Note], DatasetReport]:
     """Read a dataset, choosing the reader from what ``path`` is.
 
     * a folder with ``text_files_en/`` (or ``text_files/``) and a ``*D.tsv``: :func:`read_codiesp`;
     * a ``.jsonl`` (or ``.jsonl.gz``) file: :func:`read_jsonl`;
-    * a folder with ``notes.csv`` and ``diagnoses.csv`` (or ``.csv.gz``): :func:`read_mimic`.
+    * a folder with ``notes.csv`` and ``diagnoses.csv`` (or ``.csv.gz``): :func:`read_mimic`;
+    * a PubTator ``.txt`` file (NCBI disease): :func:`read_pubtator` (MeSH/OMIM ids; see
+      :func:`silver_icd10cm`).
 
     Args:
         path: the file or folder.
@@ -445,6 +556,8 @@ def read_dataset(path: PathLike, **kwargs: object) -> tuple[list[Note], DatasetR
     p = Path(path)
     if p.is_file() and (p.name.endswith(".jsonl") or p.name.endswith(".jsonl.gz")):
         return read_jsonl(p, **kwargs)  # type: ignore[arg-type]
+    if p.is_file() and p.suffix == ".txt" and _is_pubtator(p):
+        return read_pubtator(p)
     if p.is_dir():
         if any(p.glob("*D.tsv")) and ((p / "text_files_en").is_dir() or (p / "text_files").is_dir()):
             return read_codiesp(p, **kwargs)  # type: ignore[arg-type]
@@ -453,8 +566,16 @@ def read_dataset(path: PathLike, **kwargs: object) -> tuple[list[Note], DatasetR
             return read_mimic(notes_csv, diag_csv)
     raise ValueError(
         f"cannot tell what dataset {str(p)!r} is: expected a CodiEsp split folder (text_files_en/ and "
-        "*D.tsv), a .jsonl file, or a folder with notes.csv and diagnoses.csv"
+        "*D.tsv), a .jsonl file, a folder with notes.csv and diagnoses.csv, or a PubTator .txt file"
     )
+
+
+def _is_pubtator(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                return "|t|" in line[:20]
+    return False
 
 
 def code_counts(notes: Iterable[Note]) -> Counter[str]:

@@ -182,3 +182,23 @@ def test_real_codiesp_counts(data_dir: Path, split: str, n_notes: int, n_codes: 
     assert (len(malformed), len(set(malformed))) == (0, 0)
     assert report.invalid == []
     assert report.counts == {}
+
+
+def test_read_pubtator_and_silver_icd10cm_through_do_and_mondo() -> None:
+    from kgcode.datasets import read_pubtator, silver_icd10cm
+    from tests.fixtures.coder.helpers import build_mini_kg
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "ncbi_mini.txt"
+    notes, report = read_dataset(path)  # detected as PubTator
+    assert [n.id for n in notes] == ["1001", "1002"]
+    assert notes[0].text.startswith("Type 2 diabetes in a family.\nWe describe")
+    assert notes[0].codes == ["MESH:D003924", "OMIM:999999"]
+    assert notes[1].codes == ["MESH:D000000", "MESH:D003924"]
+    assert [r.line for r in report.invalid] == [9] and report.counts["duplicate_codes"] == 1
+    assert read_pubtator(path)[0][1].codes == notes[1].codes
+
+    silver, srep = silver_icd10cm(notes, build_mini_kg())
+    # MESH:D003924 -> DOID:9352 (dbxref) -> ICD10CM:E11; the unknown ids map to nothing
+    assert silver[0].codes == ["ICD10CM:E11"] and silver[0].text == notes[0].text
+    assert silver[1].codes == ["ICD10CM:E11"]
+    assert srep.counts["ids_mapped"] == 2 and srep.counts["ids_unmapped"] == 2
