@@ -17,6 +17,7 @@ import click
 from kgcode import __version__
 from kgcode import paths as kg_paths
 from kgcode.cli_common import kg_option, load_kg_option, user_errors
+from kgcode.cli_linker import linker_command
 from kgcode.cli_map import map_command
 from kgcode.cli_serve import serve_command
 from kgcode.cli_viz import viz_command
@@ -280,6 +281,7 @@ def kg_export_owl(state: _State, kg_dir: Path | None, out: Path, systems: str | 
 
 # Commands that live in their own modules (one job each).
 cli.add_command(map_command)
+cli.add_command(linker_command)
 cli.add_command(viz_command)
 cli.add_command(serve_command)
 

@@ -51,7 +51,10 @@ def load_predictor(kg: KnowledgeGraph) -> SnomedPredictor | None:
         logger.warning("could not load the SNOMED CT predictor (%s): 'predicted' links are left out", exc)
         return None
     if predictor is None:
-        logger.info("no trained SNOMED CT predictor: 'predicted' links are left out")
+        logger.info(
+            "no trained SNOMED CT predictor: 'predicted' links are left out "
+            "(train one with `kgcode train-linker`, once, a few minutes)"
+        )
     return predictor
 
 

@@ -415,7 +415,6 @@ def test_atomic_write_keeps_the_old_file_on_failure(kg: KnowledgeGraph, tmp_path
 # ----------------------------------------------------------------------------- real data
 
 
-
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_e11_exact_via_do_and_mondo(real_kg: KnowledgeGraph) -> None:
