@@ -33,11 +33,13 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("bench.serve")
 RESULTS = Path(__file__).resolve().parent / "results"
+BENCH_MODEL = Path(__file__).resolve().parents[1] / ".cache" / "bench-models" / "full"
 NOTE = ("72 year old man seen in clinic for follow-up of type 2 diabetes mellitus without complications, "
         "on metformin. Blood pressure 150/95: essential hypertension, poorly controlled. Chronic kidney "
         "disease stage 3 noted on labs. No chest pain. Plan: continue metformin, start lisinopril, recheck "
@@ -155,13 +157,16 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", default=None, help="a coder folder (optional)")
-    ap.add_argument("--model", dest="model_opt", default=None, help="a coder folder (optional)")
+    ap.add_argument("--model", dest="model_opt", default=None,
+                    help="a coder folder (default: .cache/bench-models/full when bench_coder.py trained it)")
     ap.add_argument("--kg", default=None, help="KG folder (default: the last one built)")
     ap.add_argument("--duration", type=float, default=15.0, help="seconds per endpoint")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients for /codes/{code}")
     ap.add_argument("--out", default=str(RESULTS / "serve.json"))
     args = ap.parse_args()
     model = args.model_opt or args.model
+    if model is None and (BENCH_MODEL / "config.json").is_file():
+        model = str(BENCH_MODEL)  # the coder bench/bench_coder.py trained (make bench runs it first)
     kg_dir = _kg_dir(args.kg)
     with sqlite3.connect(f"file:{kg_dir / 'graph.sqlite'}?mode=ro", uri=True) as db:
         codes = [r[0] for r in db.execute("SELECT id FROM nodes WHERE system = 'ICD10CM'")]
@@ -203,6 +208,13 @@ def main() -> int:
             logger.warning("the model did not load: %s", health["model"].get("error"))
         sampler.stop.set()
         sampler.join()
+        if model and health["model"]["loaded"]:  # the page, as a user sees it after pasting a note
+            from kg.viz import screenshot
+
+            url = f"http://127.0.0.1:{port}/?hops=1&note={urllib.parse.quote(NOTE)}"
+            page_png = Path(args.out).parent / "serve_page_model.png"
+            if screenshot(url, page_png, window_size=(1400, 1000), wait_ms=15_000):
+                logger.info("screenshot of the page with a prediction: %s", page_png)
     finally:
         proc.terminate()
         try:

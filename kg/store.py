@@ -70,7 +70,16 @@ from kg.graph import KnowledgeGraph, gc_paused
 if TYPE_CHECKING:
     from kg.pyg import NodeIndex
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "GRAPH_FILE", "MANIFEST_FILE", "NODE_INDEX_FILE", "load_kg", "save_kg"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "GRAPH_FILE",
+    "MANIFEST_FILE",
+    "NODE_INDEX_FILE",
+    "atomic_folder",
+    "load_kg",
+    "save_kg",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +289,37 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a folder atomically: fill the yielded temporary folder; on success it replaces ``target``.
+
+    The files are fsync'ed, then the previous folder (if any) is moved aside and the new one renamed
+    into place; on any error the temporary folder is removed and the previous folder is left as it
+    was. Used for KGs, coders and the SNOMED CT link predictor alike.
+
+    Args:
+        target: the folder to (re)place.
+
+    Yields:
+        The temporary folder (a sibling of ``target``) to write into.
+    """
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            if f.is_file():
+                _fsync_file(f)
+        _swap(tmp, target, old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _swap(tmp: Path, target: Path, old: Path) -> None:

@@ -16,6 +16,7 @@ import click
 
 from kgcode import __version__
 from kgcode import paths as kg_paths
+from kgcode.cli_coder import eval_command, predict_command, train_command
 from kgcode.cli_common import kg_option, load_kg_option, user_errors
 from kgcode.cli_linker import linker_command
 from kgcode.cli_map import map_command
@@ -280,6 +281,9 @@ def kg_export_owl(state: _State, kg_dir: Path | None, out: Path, systems: str | 
 
 
 # Commands that live in their own modules (one job each).
+cli.add_command(train_command)
+cli.add_command(predict_command)
+cli.add_command(eval_command)
 cli.add_command(map_command)
 cli.add_command(linker_command)
 cli.add_command(viz_command)

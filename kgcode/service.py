@@ -297,7 +297,8 @@ class _State:
 
 
 def _warm(kg: Any, state: _State) -> dict[str, Any]:
-    """Build the KG's and the mapper's lazy indexes now (no request builds them); the KG's counts."""
+    """Build the KG's and the mapper's lazy indexes and run the model once now (no request pays for
+    them); the KG's counts."""
     from kg.errors import UnknownCodeError
 
     counts = kg.stats()  # builds the SNOMED CT index
@@ -308,6 +309,9 @@ def _warm(kg: Any, state: _State) -> dict[str, Any]:
     if icd is not None:  # builds the Mapper's indexes once, on the shared mapper
         with contextlib.suppress(ValueError), state.mapper_lock:
             state.mapper().map_id(icd)
+    if state.coder is not None:  # the first forward pass allocates and plans kernels: not in a request
+        with contextlib.suppress(Exception), state.model_lock:
+            state.coder.predict(["Warm-up note: type 2 diabetes mellitus with hypertension."], top_k=1)
     return {k: counts[k] for k in ("nodes", "edges", "nodes_by_system", "edges_by_relation",
                                    "icd10cm_with_snomed", "icd10cm_billable") if k in counts}
 

@@ -74,9 +74,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import shutil
 import sys
 import time
 import zlib
@@ -1767,17 +1765,12 @@ class Predictor:
         """
         from safetensors.torch import save_file
 
-        from kg.store import write_json_atomic
+        from kg.store import atomic_folder, write_json_atomic
 
         target = Path(path)
         if target.exists() and not (target / "config.json").is_file() and any(target.iterdir()):
             raise FileExistsError(f"{target} exists and is not a predictor folder: refusing to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with atomic_folder(target) as tmp:
             state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
             ctx = self.ctx
@@ -1832,15 +1825,6 @@ class Predictor:
                 },
             )
             write_json_atomic(tmp / "model_card.json", self.card)
-            if target.exists():
-                os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old.exists() and not target.exists():
-                os.replace(old, target)
-            raise
         return target
 
     @classmethod

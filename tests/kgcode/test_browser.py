@@ -141,3 +141,43 @@ def test_neighbourhood_page_screenshot(server: str, tmp_path: Path) -> None:
     png = tmp_path / "serve_neighbourhood.png"
     _chromium(f"{server}/codes/E11.9/neighborhood.html?hops=2", f"--screenshot={png}")
     _save(png)
+
+
+@pytest.fixture(scope="module")
+def real_coder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service with a real :class:`~kgcode.coder.Coder` trained on the fixture notes (hashing
+    encoder, mini KG), saved and loaded as ``kgcode serve --model`` does."""
+    from kgcode.service import load_coder
+    from tests.fixtures.coder.helpers import build_mini_kg, train_tiny
+
+    kg = build_mini_kg()
+    result = train_tiny(kg, tmp_path_factory.mktemp("emb"))
+    folder = result.save_to_directory(tmp_path_factory.mktemp("model") / "coder")
+    loaded, error = load_coder(folder)
+    assert loaded is not None, error
+    app = create_app(kg, loaded, kg_path="mini")
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_page_with_a_real_coder_lists_codes_and_marks_evidence(real_coder_server: str) -> None:
+    note = "A man with type 2 diabetes mellitus and hypoglycemia with coma.\nHe takes oral hypoglycemics."
+    url = f"{real_coder_server}/?hops=1&note={urllib.parse.quote(note)}"
+    dom = _chromium(url, "--dump-dom")
+    listed = re.findall(r'<li data-code="([^"]+)"', dom)
+    assert listed and all(code.startswith("ICD10CM:") for code in listed), dom[:3000]
+    marks = [html.unescape(m.group(1)) for m in re.finditer(r"<mark[^>]*>(.*?)</mark>", dom, re.S)]
+    assert marks and all(m.strip() in note for m in marks), marks
+    assert 'data-model="loaded"' in dom
+    nodes = re.search(r'<div id="graph"[^>]*data-nodes="(\d+)"', dom)
+    assert nodes and int(nodes.group(1)) >= 1, dom[-3000:]

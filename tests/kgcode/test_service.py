@@ -231,6 +231,7 @@ def test_predict_timeout_is_504(fixture_kg: Any) -> None:
 def test_concurrent_predictions_are_serialised(fixture_kg: Any) -> None:
     coder = FakeCoder(delay=0.05)
     c = TestClient(create_app(fixture_kg, coder), raise_server_exceptions=False)
+    assert coder.calls == 1  # the warm-up at start, so no request pays for the first forward pass
     statuses: list[int] = []
 
     def call() -> None:
@@ -242,7 +243,7 @@ def test_concurrent_predictions_are_serialised(fixture_kg: Any) -> None:
     for t in threads:
         t.join()
     assert statuses == [200] * 6
-    assert coder.calls == 6 and coder.max_active == 1
+    assert coder.calls == 1 + 6 and coder.max_active == 1
 
 
 # ----------------------------------------------------------------------------- codes
@@ -375,3 +376,30 @@ def test_serve_command_help() -> None:
 
     result = CliRunner().invoke(serve_command, ["--help"])
     assert result.exit_code == 0 and "--model" in result.output and "--port" in result.output
+
+
+def test_predict_with_a_real_trained_coder_loaded_from_its_folder(tmp_path: Path) -> None:
+    """``kgcode serve --model DIR``'s path: a coder trained on the fixture notes, saved, loaded once."""
+    from kgcode.service import load_coder
+    from tests.fixtures.coder.helpers import build_mini_kg, train_tiny
+
+    kg = build_mini_kg()
+    folder = train_tiny(kg, tmp_path / "emb").save_to_directory(tmp_path / "coder")
+    coder, error = load_coder(folder)
+    assert coder is not None, error
+    client = TestClient(create_app(kg, coder, kg_path="mini"), raise_server_exceptions=False)
+    assert client.get("/health").json()["model"]["loaded"] is True
+    note = "A woman with type 2 diabetes mellitus and hypoglycemia with coma.\nShe takes oral hypoglycemics."
+    notes = [{"id": "a", "text": note}, {"id": "b", "text": note.upper()}]
+    r = client.post("/predict", json={"notes": notes})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [n["id"] for n in body["results"]] == ["a", "b"]
+    codes = body["results"][0]["codes"]
+    assert codes and all(c["code"].startswith("ICD10CM:") and 0.0 <= c["score"] <= 1.0 for c in codes)
+    assert [c["score"] for c in codes] == sorted((c["score"] for c in codes), reverse=True)
+    for c in codes:
+        for ev in c["evidence"]:
+            assert note[ev["start"]:ev["end"]] == ev["sentence"]
+    missing, error = load_coder(tmp_path / "nope")
+    assert missing is None and error

@@ -11,7 +11,7 @@ from text_encoder import HFTextEncoder, resolve_text_encoder, text_encoder_from_
 from text_encoder.registry import register_text_encoder
 
 #: Every registered encoder and the test module that covers it (the meta test below).
-TESTED = {"hf": "tests/text_encoder/test_hf.py"}
+TESTED = {"hf": "tests/text_encoder/test_hf.py", "hashing": "tests/text_encoder/test_hashing.py"}
 
 
 def test_every_registered_encoder_has_a_test() -> None:

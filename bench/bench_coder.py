@@ -1,0 +1,384 @@
+"""Benchmark: the coder on CodiEsp dev (trained on train only) -> ``bench/results/coder.json``.
+
+What it measures (issue 3):
+
+* quality on CodiEsp dev (English): MAP, micro-P/R/F1 at the threshold tuned on dev, macro-F1 in both
+  conventions, P@5/8/15, R@10/50 and F1 / R@10 by training-frequency bucket (unseen, 1-5, 6-20, >20);
+* an ablation side by side: the full model (``configs/coder.yaml``), text-only (no graph encoder),
+  no contrastive pre-training, the zero-shot path alone, and TF-IDF + one-vs-rest logistic
+  regression (scikit-learn);
+* performance: training time, model load time, ``predict`` notes/s end to end (all labels scored,
+  evidence included) and the encoder alone on the same notes in the same process, peak RSS of the
+  prediction process, and the quality change of bf16 inference against fp32.
+
+Every training run reads only ``train`` and selects epoch and threshold on ``dev``; the CodiEsp test
+split is not used. Run: ``python bench/bench_coder.py`` (``--quick`` for a short smoke run;
+``--only full,tfidf`` to run some variants; ``--reuse`` keeps trained models from an earlier run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("bench.coder")
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+MODELS = ROOT / ".cache" / "bench-models"
+DATA = ROOT.parent / "shared" / "data" / "codiesp"
+KEYS = (
+    "map",
+    "micro_precision",
+    "micro_recall",
+    "micro_f1",
+    "macro_f1",
+    "macro_f1_present",
+    "p@5",
+    "p@8",
+    "p@15",
+    "r@10",
+    "r@50",
+    "threshold",
+)
+
+
+def _slim(m: dict[str, Any]) -> dict[str, Any]:
+    out = {k: round(float(m[k]), 4) for k in KEYS if k in m}
+    out["buckets"] = {
+        label: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in b.items()}
+        for label, b in m.get("buckets", {}).items()
+    }
+    return out
+
+
+def _kg(path: str | None) -> Any:
+    from kg import load_kg, save_kg
+    from kgcode import paths
+    from kgcode.pipeline import build_default_kg
+
+    if path:
+        return load_kg(path)
+    default = MODELS / "kg"
+    if not (default / "manifest.json").is_file():
+        save_kg(build_default_kg(paths.default_data_dir(), progress=False).kg, default)
+    return load_kg(default)
+
+
+# --------------------------------------------------------------------------- TF-IDF baseline
+
+
+def tfidf_baseline(kg: Any, seed: int = 13) -> dict[str, Any]:
+    """TF-IDF (1-2 grams) + one-vs-rest logistic regression on the codes seen in train."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    from kgcode.coder import label_codes
+    from kgcode.datasets import code_counts, read_dataset
+    from kgcode.metrics import evaluate, tune_threshold
+    from kgcode.training import prepare_notes
+
+    start = time.perf_counter()
+    labels = label_codes(kg)
+    row = {c: i for i, c in enumerate(labels)}
+    train, _ = prepare_notes(read_dataset(DATA / "train")[0], row)
+    dev, _ = prepare_notes(read_dataset(DATA / "dev")[0], row)
+    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=100_000)
+    x_train = vec.fit_transform([n.text for n in train])
+    mlb = MultiLabelBinarizer()
+    y = mlb.fit_transform([n.codes for n in train])
+    clf = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=1000, random_state=seed), n_jobs=1)
+    clf.fit(x_train, y)
+    probs = clf.predict_proba(vec.transform([n.text for n in dev]))
+    scores = np.zeros((len(dev), len(labels)), dtype=np.float64)
+    scores[:, [row[c] for c in mlb.classes_]] = probs
+    gold = np.zeros_like(scores, dtype=bool)
+    for i, n in enumerate(dev):
+        gold[i, [row[c] for c in n.codes]] = True
+    thr, _ = tune_threshold(scores, gold)
+    counts = code_counts(train)
+    m = evaluate(scores, gold, threshold=thr, train_counts=np.array([counts.get(c, 0) for c in labels]))
+    out = _slim(m)
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    out["note"] = "codes unseen in train get probability 0 (the model has no output for them)"
+    return out
+
+
+# --------------------------------------------------------------------------- coder variants
+
+
+def variants(config: Path, quick: bool) -> dict[str, dict[str, Any]]:
+    """The ablation: overrides of the benchmarked config."""
+    from kgcode.training import load_config_file
+
+    model, training, _ = load_config_file(config)
+    base_model, base_train = model.to_dict(), dict(training.__dict__)
+    if quick:
+        base_train.update(epochs=1, pretrain_epochs=1, pretrain_max_pairs=5_000)
+    return {
+        "full": {"model": base_model, "training": base_train},
+        "text_only": {"model": {**base_model, "gnn": None, "gnn_kwargs": {}}, "training": base_train},
+        "no_contrastive": {"model": base_model, "training": {**base_train, "pretrain_epochs": 0}},
+    }
+
+
+_PREPARED: dict[str, Any] = {}
+
+
+def _prepared(kg: Any, spec: dict[str, Any]) -> Any:
+    """Notes and code texts encoded once (:func:`kgcode.training.prepare`), shared by every variant."""
+    from kgcode.training import prepare
+
+    if "data" not in _PREPARED:
+        start = time.perf_counter()
+        _PREPARED["data"] = prepare(
+            train_path=DATA / "train",
+            dev_path=DATA / "dev",
+            kg=kg,
+            config=spec["model"],
+            training=spec["training"],
+            show_progress_bar=False,
+        )
+        _PREPARED["seconds"] = round(time.perf_counter() - start, 1)
+    return _PREPARED["data"]
+
+
+def train_variant(
+    name: str, spec: dict[str, Any], kg: Any, reuse: bool, prepare_spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train (or reuse) one variant; dev metrics of the model and of its zero-shot path.
+
+    ``prepare_spec`` (the full model's) encodes the shared data: it has the graph inputs that
+    graph variants need and that text-only variants ignore.
+    """
+    from kgcode.coder import Coder
+    from kgcode.training import train
+
+    folder = MODELS / name
+    if reuse and (folder / "config.json").is_file():
+        coder = Coder.load(folder)
+        card = coder.card
+        logger.info("%s: reusing %s", name, folder)
+        return {
+            "dev": card["dev_metrics"],
+            "zero_shot_part": card.get("dev_metrics_zero_shot_part"),
+            "unseen_bias": card.get("unseen_bias"),
+            "unseen_bias_sweep": card.get("unseen_bias_sweep"),
+            "training_seconds": card.get("training_seconds"),
+            "model": str(folder),
+            "reused": True,
+        }
+    prepared = _prepared(kg, prepare_spec or spec)
+    result = train(
+        config=spec["model"],
+        training=spec["training"],
+        metadata={"bench": name},
+        checkpoint_dir=MODELS / f"{name}.ckpt",
+        show_progress_bar=False,
+        prepared=prepared,
+    )
+    result.save_to_directory(folder)
+    card = result.coder.card
+    return {
+        "dev": _slim(result.metrics),
+        "zero_shot_part": _slim(card["dev_metrics_zero_shot_part"])
+        if card["dev_metrics_zero_shot_part"]
+        else None,
+        "unseen_bias": card.get("unseen_bias"),
+        "unseen_bias_sweep": card.get("unseen_bias_sweep"),
+        "training_seconds": round(result.seconds, 1),
+        "prepare_seconds_shared": _PREPARED.get("seconds"),
+        "history": card["history"],
+        "model": str(folder),
+    }
+
+
+# --------------------------------------------------------------------------- performance (child process)
+
+
+def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[str, Any]:
+    import resource
+
+    import torch
+
+    from kgcode.coder import Coder
+    from kgcode.datasets import read_dataset
+    from kgcode.training import encode_notes, evaluate_coder, prepare_notes
+
+    t0 = time.perf_counter()
+    coder = Coder.load(model)
+    coder.config.inference_dtype = dtype
+    if dtype == "fp32":
+        coder.bank = {k: v.float() for k, v in coder.bank.items()}
+    coder.encoder.load()
+    load_s = time.perf_counter() - t0
+    notes, _ = read_dataset(DATA / "dev")
+    notes, _ = prepare_notes(notes, coder.label_row)
+    texts = [n.text for n in notes]
+    sample = texts[:n_notes]
+    words = sum(len(t.split()) for t in sample) / len(sample)
+    coder.predict(sample[:4], threshold=0.0)  # warm-up
+    predict_runs, encode_runs = [], []
+    for _ in range(max(1, repeats)):  # end to end and encoder alone, alternating, same process
+        t = time.perf_counter()
+        coder.predict(sample, threshold=0.0)
+        predict_runs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        coder.encode_notes(sample)
+        encode_runs.append(time.perf_counter() - t)
+    predict_s, encode_s = statistics.median(predict_runs), statistics.median(encode_runs)
+    encoded = encode_notes(coder, notes, inference=True)
+    m = evaluate_coder(coder, encoded)
+    return {
+        "dtype": dtype,
+        "load_s": round(load_s, 2),
+        "notes": len(sample),
+        "mean_words": round(words, 1),
+        "predict_notes_per_s": round(len(sample) / predict_s, 2),
+        "encoder_only_notes_per_s": round(len(sample) / encode_s, 2),
+        "encoder_share_of_predict_time": round(encode_s / predict_s, 3),
+        "repeats": len(predict_runs),
+        "predict_seconds_runs": [round(x, 2) for x in predict_runs],
+        "encoder_seconds_runs": [round(x, 2) for x in encode_runs],
+        "threads": torch.get_num_threads(),
+        "num_labels": len(coder.labels),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "dev": _slim(m),
+    }
+
+
+def perf(model: Path, n_notes: int, dtype: str, repeats: int = 3) -> dict[str, Any]:
+    """Run :func:`_child_perf` in a fresh process (its own peak RSS)."""
+    cmd = [sys.executable, __file__, "--child-perf", str(model), "--n-notes", str(n_notes), "--dtype", dtype]
+    out = subprocess.run(
+        [*cmd, "--repeats", str(repeats)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"perf child failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def zero_shot_row(model: Path) -> dict[str, Any]:
+    """The full model's zero-shot path alone on dev (no training signal), threshold tuned on dev."""
+    import torch
+
+    from kgcode import paths
+    from kgcode.coder import Coder
+    from kgcode.datasets import read_dataset
+    from kgcode.metrics import tune_threshold
+    from kgcode.training import encode_notes, evaluate_coder, gold_matrix, prepare_notes, score_encoded
+
+    coder = Coder.load(model)
+    notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
+    encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
+    logits = score_encoded(coder, encoded, part="zero_shot")
+    thr, _ = tune_threshold(torch.sigmoid(logits).numpy(), gold_matrix(encoded, len(coder.labels)))
+    m = evaluate_coder(coder, encoded, part="zero_shot", threshold=thr, logits=logits)
+    return {
+        "dev": _slim(m),
+        "note": "the full model's zero-shot path alone (max cosine sentence / code text)",
+    }
+
+
+def summary_table(ablation: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per variant: MAP, micro-F1, R@10, unseen R@10 and the 1-5 bucket's F1 / R@10."""
+    rows = []
+    for name, entry in ablation.items():
+        m = entry.get("dev") or {}
+        b = m.get("buckets") or {}
+        rows.append(
+            {
+                "variant": name,
+                "map": m.get("map"),
+                "micro_f1": m.get("micro_f1"),
+                "r@10": m.get("r@10"),
+                "unseen_r@10": (b.get("unseen") or {}).get("r@10"),
+                "1-5_f1": (b.get("1-5") or {}).get("f1"),
+                "1-5_r@10": (b.get("1-5") or {}).get("r@10"),
+                "unseen_bias": entry.get("unseen_bias"),
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    """Train the variants, run the baseline and the performance children, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "coder.yaml")
+    parser.add_argument(
+        "--kg", default=None, help="KG folder (default: build one under .cache/bench-models)."
+    )
+    parser.add_argument("--only", default="full,text_only,no_contrastive,zero_shot,tfidf,perf")
+    parser.add_argument("--quick", action="store_true", help="One epoch per variant (a smoke run).")
+    parser.add_argument("--reuse", action="store_true", help="Reuse models trained by an earlier run.")
+    parser.add_argument("--n-notes", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3, help="Timed predict runs (the median is kept).")
+    parser.add_argument("--child-perf", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="bf16", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_perf:
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(_child_perf(args.child_perf, args.n_notes, args.dtype, args.repeats)))  # noqa: T201
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    only = set(args.only.split(","))
+    out_file = RESULTS / "coder.json"
+    results: dict[str, Any] = json.loads(out_file.read_text()) if out_file.is_file() else {}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    results["config"] = (
+        str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT) else str(args.config)
+    )
+    results["quick"] = args.quick
+    kg = _kg(args.kg)
+    ablation = results.setdefault("ablation", {})
+    specs = variants(args.config, args.quick)
+    for name, spec in specs.items():
+        if name in only:
+            logger.info("==> training %s", name)
+            ablation[name] = train_variant(name, spec, kg, args.reuse, specs["full"])
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            out_file.write_text(json.dumps(results, indent=1) + "\n")
+    if "zero_shot" in only and (MODELS / "full" / "config.json").is_file():
+        logger.info("==> the zero-shot path alone")
+        ablation["zero_shot_only"] = zero_shot_row(MODELS / "full")
+    if "tfidf" in only:
+        logger.info("==> TF-IDF + one-vs-rest logistic regression")
+        ablation["tfidf_lr"] = {"dev": tfidf_baseline(kg)}
+    if "perf" in only and (MODELS / "full" / "config.json").is_file():
+        logger.info("==> performance (bf16 and fp32, fresh processes)")
+        results["performance"] = {
+            d: perf(MODELS / "full", args.n_notes, d, args.repeats) for d in ("bf16", "fp32")
+        }
+    results["training_seconds_full"] = (ablation.get("full") or {}).get("training_seconds")
+    results["table"] = summary_table(ablation)
+    if "full" in ablation:
+        results["buckets_full"] = ablation["full"]["dev"].get("buckets")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(results, indent=1) + "\n")
+    logger.info("wrote %s", out_file)
+
+
+if __name__ == "__main__":
+    main()

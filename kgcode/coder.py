@@ -1,0 +1,1479 @@
+"""The coder: a text encoder, a graph encoder and a label-attention fusion head that rank ICD-10-CM codes.
+
+A :class:`Coder` scores every code of its label set (by default every ICD-10-CM category, code and
+extension of the KG: ~98,000, since CodiEsp gold includes non-leaf codes) for a note:
+
+1. the **text encoder** (registry name + kwargs; frozen) cuts the note into sentences and encodes
+   each (:meth:`text_encoder.base.TextEncoder.encode_segments_many`);
+2. each code has a **text vector**, the encoder's embedding of :func:`kg.texts.node_text` (title;
+   synonyms; parent titles), cached on disk once per encoder and ontology release
+   (:func:`code_text_vectors`), and a **graph vector** from a graph encoder over the KG (default
+   ``"rsign"``, :class:`RelationalSIGN`: parents, children, siblings, excludes, code-first /
+   use-additional notes, GEM and DO/Mondo/SNOMED links), so a code without training notes still gets
+   its neighbours' information;
+3. the **fusion head** (default ``"hybrid_label_attention"``, see :mod:`fusion.label_attention`)
+   uses the code vectors as queries over the sentences: ``a * zero_shot + b * supervised``. The
+   zero-shot path (max cosine between sentence and code text) is kept as an explicit component and
+   can be scored on its own (``part="zero_shot"``); the supervised path's code side is computed
+   from text + graph, never from a free per-code embedding. Attention weights are the evidence;
+4. a **frequency-aware offset** (``CoderConfig.unseen_bias``, tuned on dev by training) is added
+   to the logits of codes without training notes: supervision on a few hundred notes teaches the
+   head and the memory to prefer the codes they have seen, and without it an unseen code never
+   reaches a note's top 10 (CodiEsp dev: unseen R@10 0.006 without, 0.03 with it, at no MAP cost).
+
+After training, :meth:`Coder.finalize` runs the graph encoder once over all labels and stores what
+the head needs per code (the *code bank*) as buffers; prediction then needs neither the KG nor the
+embedding cache: scoring all codes is a few matrix products per batch of notes.
+
+A saved coder is a folder (written atomically: temporary folder, then renames):
+
+``config.json``
+    ``format`` / ``format_version``, kgcode and torch versions, the KG's format version and
+    source versions (ontology releases), the registry **names** and kwargs of encoder, graph
+    encoder and fusion head (never import paths), the coder options and the decision threshold.
+``model.safetensors``
+    the state dict of the graph encoder, the fusion head and the code bank (``bank.*``). The frozen
+    pretrained text encoder is **not** stored: it is referenced by registry name and model path
+    (``encoder.kwargs.model_path``; ``None`` = the bundled all-MiniLM-L6-v2) and rebuilt on load.
+``label_index.json``
+    the code of each output row (``codes``, and ``rows``: code -> row), titles and training counts.
+``model_card.json``
+    training data, dev metrics, threshold, seed, versions, timings.
+
+Example:
+    >>> coder = Coder.load("model/")                       # doctest: +SKIP
+    >>> coder.predict(["Type 2 diabetes with chest pain."], top_k=5)[0][0]["code"]  # doctest: +SKIP
+    'ICD10CM:E11.9'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import fusion.label_attention  # noqa: F401  (registers the label-attention heads)
+from fusion.registry import fusion_registry
+from gnn.base import GraphEncoder
+from gnn.registry import gnn_registry
+from gnn.rsign import RelationalSIGN
+from text_encoder.base import Segments, TextEncoder
+from text_encoder.hashing import HashingTextEncoder
+from text_encoder.registry import text_encoder_from_config, text_encoder_registry
+
+if TYPE_CHECKING:
+    from kg.graph import KnowledgeGraph
+
+__all__ = [
+    "CODER_FILES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Coder",
+    "CoderConfig",
+    "CoderFormatError",
+    "GraphInputs",
+    "HashingTextEncoder",
+    "InvalidNoteError",
+    "MemoryScorer",
+    "RelationalSIGN",
+    "check_note",
+    "code_text_vectors",
+    "graph_inputs",
+    "label_codes",
+    "map_gold_codes",
+    "neighbourhood_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "kgcode-coder"
+#: Version of the saved folder layout; :meth:`Coder.load` refuses any other.
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LABELS_FILE = "label_index.json"
+CARD_FILE = "model_card.json"
+CODER_FILES = (CONFIG_FILE, WEIGHTS_FILE, LABELS_FILE, CARD_FILE)
+
+#: Notes longer than this many characters are truncated (with a warning) before encoding.
+MAX_NOTE_CHARS = 50_000
+
+
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+class CoderFormatError(ValueError):
+    """A coder folder that cannot be loaded: a missing file or another format version (one line)."""
+
+
+class InvalidNoteError(ValueError):
+    """A note that cannot be coded: not text, empty, or whitespace only."""
+
+
+# =========================================================================== input checks
+
+
+def check_note(text: object, *, max_chars: int = MAX_NOTE_CHARS) -> str:
+    """Validate one note; truncate a very long one.
+
+    Args:
+        text: the note.
+        max_chars: notes longer than this are cut to their first ``max_chars`` characters (at the
+            last line break or space before the limit) and a warning is logged: a 1 MB note is
+            coded from its first 50,000 characters (about 7,500 words) instead of being
+            rejected, so a long record never stops a batch.
+
+    Returns:
+        The text to code.
+
+    Raises:
+        InvalidNoteError: ``text`` is not a string, is empty or is whitespace only, or has no
+            letter at all (nothing to code).
+    """
+    if not isinstance(text, str):
+        raise InvalidNoteError(f"note is {type(text).__name__}, expected text")
+    if not text:
+        raise InvalidNoteError("empty note")
+    if not text.strip():
+        raise InvalidNoteError("note is whitespace only")
+    if not _LETTER.search(text):
+        raise InvalidNoteError("note has no words (no letter in it)")
+    if len(text) > max_chars:
+        cut = max(text.rfind("\n", 0, max_chars), text.rfind(" ", 0, max_chars))
+        cut = cut if cut > max_chars // 2 else max_chars
+        warnings.warn(
+            f"note of {len(text):,} characters truncated to its first {cut:,} (limit {max_chars:,})",
+            stacklevel=2,
+        )
+        logger.warning("note of %d characters truncated to %d", len(text), cut)
+        text = text[:cut]
+    return text
+
+
+# =========================================================================== labels and code texts
+
+
+def label_codes(
+    kg: KnowledgeGraph, system: str = "ICD10CM", kinds: Iterable[str] = ("category", "code", "extension")
+) -> list[str]:
+    """The label set: every node of ``system`` whose kind is one of ``kinds``, sorted by id.
+
+    Args:
+        kg: the graph.
+        system: the code system.
+        kinds: node kinds to keep (CodiEsp gold includes categories, so not only billable codes).
+
+    Returns:
+        System-qualified ids.
+    """
+    wanted = set(kinds)
+    return sorted(
+        n for n, d in kg.graph._node.items() if d.get("system") == system and d.get("kind") in wanted
+    )
+
+
+def neighbourhood_labels(kg: KnowledgeGraph, codes: Iterable[str], allowed: Iterable[str]) -> list[str]:
+    """``codes`` with their ``is_a`` parents, siblings and children, restricted to ``allowed``, sorted.
+
+    Args:
+        kg: the graph.
+        codes: seed codes (e.g. the gold codes of the training and dev notes).
+        allowed: the codes that may be labels.
+
+    Returns:
+        The label set.
+    """
+    ok = set(allowed)
+    graph = kg.graph
+    out: set[str] = set()
+    for code in codes:
+        if code not in graph._node:
+            continue
+        out.add(code)
+        parents = [p for p, keys in graph._succ[code].items() if "is_a" in keys]
+        out.update(parents)
+        for p in parents:
+            out.update(c for c, keys in graph._pred[p].items() if "is_a" in keys)
+        out.update(c for c, keys in graph._pred[code].items() if "is_a" in keys)
+    return sorted(out & ok)
+
+
+def map_gold_codes(codes: Iterable[str], label_row: Mapping[str, int]) -> tuple[dict[str, str], list[str]]:
+    """Map gold codes that are not labels onto labels, where a safe rule exists.
+
+    CodiEsp's CIE-10-ES 2018 codes are compared as ICD-10-CM 2026. Codes that need a 7th character
+    are often given without it (``T81.4XX``, ``S39.94X``): they are mapped to the initial-encounter
+    code (``...A``), or for obstetric codes the ``...0`` (single gestation / unspecified) code, when
+    that exists (padding with ``X`` first); failing that, to the longest existing prefix (the
+    nearest ancestor: ``T81.4XX`` -> ``T81.4``). Other systems are left unmapped.
+
+    Args:
+        codes: system-qualified gold codes.
+        label_row: the label index.
+
+    Returns:
+        ``(mapping, unmapped)``: code -> label for the codes mapped, and the codes left out.
+    """
+    mapping: dict[str, str] = {}
+    unmapped: list[str] = []
+    for code in sorted(set(codes)):
+        if code in label_row:
+            continue
+        system, _, bare = code.partition(":")
+        target = None
+        if system == "ICD10CM" and "." in bare:
+            head, tail = bare.split(".", 1)
+            pad = "X" * max(0, 3 - len(tail))
+            for seventh in ("A", "0"):
+                cand = f"{system}:{head}.{tail}{pad}{seventh}"
+                if len(tail) < 4 and cand in label_row:
+                    target = cand
+                    break
+            stem = f"{head}.{tail}".rstrip("X").rstrip(".")
+            while target is None and len(stem) >= 3:
+                if f"{system}:{stem}" in label_row:
+                    target = f"{system}:{stem}"
+                stem = stem[:-1].rstrip(".")
+        if target is None:
+            unmapped.append(code)
+        else:
+            mapping[code] = target
+    return mapping, unmapped
+
+
+def code_text_vectors(
+    kg: KnowledgeGraph,
+    ids: Sequence[str],
+    encoder: TextEncoder,
+    cache_dir: str | os.PathLike[str] | None,
+    *,
+    show_progress_bar: bool | None = None,
+) -> Tensor:
+    """Embeddings of :func:`kg.texts.node_text` for ``ids``, cached per code system.
+
+    The cache entries are those of :func:`kgcode.snomed_predictor.embed_node_texts` (same texts,
+    ids, key parts and encoder fingerprint), so one run embeds each system's texts once for every
+    model that needs them: all nodes of a system with a non-empty text, sorted by id, under key
+    parts :func:`kg.texts.texts_key_parts` ``(kind="node_text/<SYSTEM>")``.
+
+    Args:
+        kg: the graph.
+        ids: node ids (any systems).
+        encoder: the (frozen) text encoder.
+        cache_dir: the :class:`~text_encoder.cache.EmbeddingCache` folder; ``None`` computes without
+            caching (only ``ids`` are embedded then).
+        show_progress_bar: passed to the encoder on a cache miss.
+
+    Returns:
+        Float32 vectors, zero rows for nodes with an empty text.
+
+    Shapes:
+        output: ``(len(ids), encoder.dim)``.
+    """
+    from kg.texts import node_texts, texts_key_parts
+    from text_encoder.cache import EmbeddingCache
+
+    out = torch.zeros(len(ids), encoder.dim)
+    by_system: dict[str, list[int]] = {}
+    for i, node_id in enumerate(ids):
+        by_system.setdefault(node_id.partition(":")[0], []).append(i)
+    for system, rows in by_system.items():
+        if cache_dir is None:
+            sys_ids, texts = node_texts(kg, [ids[i] for i in rows])
+            keep = [j for j, t in enumerate(texts) if t]
+            if keep:
+                vecs = encoder.encode([texts[j] for j in keep], show_progress_bar=show_progress_bar).float()
+                out[torch.tensor([rows[j] for j in keep])] = vecs.cpu()
+            continue
+        all_ids = sorted(n for n, d in kg.graph._node.items() if d.get("system") == system)
+        all_ids, texts = node_texts(kg, all_ids)
+        keep = [j for j, t in enumerate(texts) if t]
+        if not keep:
+            continue
+        kept_ids = [all_ids[j] for j in keep]
+        kept_texts = [texts[j] for j in keep]
+        cache = EmbeddingCache(cache_dir)
+        parts = texts_key_parts(kg, kind=f"node_text/{system}")
+        vecs = cache.load(cache.key(parts, kept_texts, encoder), kept_ids)
+        wanted = sorted({ids[i] for i in rows} & set(kept_ids))
+        if vecs is None and len(wanted) < len(kept_ids) // 2:
+            # a few codes of a big system (a restricted label set): embed only those
+            pos = {n: j for j, n in enumerate(kept_ids)}
+            kept_ids, kept_texts = wanted, [kept_texts[pos[n]] for n in wanted]
+            parts = texts_key_parts(kg, kind=f"node_text/{system}/subset")
+        if vecs is None:
+            vecs = cache.get_or_compute(
+                parts, kept_ids, kept_texts, encoder, batch_size=128, show_progress_bar=show_progress_bar
+            )
+        pos = {n: j for j, n in enumerate(kept_ids)}
+        have = [(i, pos[ids[i]]) for i in rows if ids[i] in pos]
+        if have:
+            dst, src = zip(*have, strict=True)
+            out[torch.tensor(dst)] = vecs[torch.tensor(src)].float()
+    return out
+
+
+@dataclass
+class GraphInputs:
+    """What a graph encoder needs: node features, typed edges, and where the labels are.
+
+    Attributes:
+        x: node features (text vectors; zero rows for nodes without text).
+        edge_index: edges ``src -> dst`` (both directions, see ``relation_names``).
+        edge_type: relation id of each edge.
+        relation_names: the relation vocabulary.
+        label_nodes: the node row of each label.
+        propagated: :meth:`RelationalSIGN.propagate` output for the label rows, when computed.
+        index: the :class:`kg.pyg.NodeIndex` of the rows of ``x``.
+
+    Shapes:
+        x: ``(n, d)``; edge_index: ``(2, e)``; edge_type: ``(e,)``; label_nodes: ``(num_labels,)``;
+        propagated: ``(num_operators, num_labels, d)``.
+    """
+
+    x: Tensor
+    edge_index: Tensor
+    edge_type: Tensor
+    relation_names: list[str]
+    label_nodes: Tensor
+    propagated: Tensor | None = None
+    index: Any = None
+
+
+def graph_inputs(
+    kg: KnowledgeGraph,
+    labels: Sequence[str],
+    encoder: TextEncoder,
+    cache_dir: str | os.PathLike[str] | None,
+    *,
+    systems: Iterable[str] | None = None,
+    show_progress_bar: bool | None = None,
+) -> GraphInputs:
+    """The KG's homogeneous PyG export (with reverse edges) and its node text features.
+
+    Args:
+        kg: the graph.
+        labels: the label codes (all must be nodes of ``kg``).
+        encoder: the text encoder of the node features.
+        cache_dir: the embedding cache folder.
+        systems: systems whose node texts become features (default: all but SNOMED CT, whose
+            nodes carry no text); other nodes get zero features and only relay propagation.
+        show_progress_bar: passed to the encoder on a cache miss.
+
+    Returns:
+        The inputs.
+    """
+    from kg.pyg import to_homogeneous
+
+    data, index = to_homogeneous(kg, reverse=True)
+    ids = index.ids
+    wanted = None if systems is None else set(systems)
+    feat_ids = [
+        n for n in ids if (wanted is None or n.partition(":")[0] in wanted) and not n.startswith("SCTID:")
+    ]
+    x = torch.zeros(len(ids), encoder.dim)
+    if feat_ids:
+        vecs = code_text_vectors(kg, feat_ids, encoder, cache_dir, show_progress_bar=show_progress_bar)
+        x[torch.tensor(index.rows(feat_ids))] = vecs
+    return GraphInputs(
+        x=x,
+        edge_index=data.edge_index,
+        edge_type=data.edge_type,
+        relation_names=list(data.relation_names),
+        label_nodes=torch.tensor(index.rows(labels), dtype=torch.long),
+        index=index,
+    )
+
+
+# =========================================================================== training-note memory
+
+
+class MemoryScorer(nn.Module):
+    """Non-parametric memory of the training notes: evidence sentences, similar notes, frequencies.
+
+    Three per-code features, combined with learnable weights ``w``:
+
+    * ``evidence``: for each (training note, gold code) the sentence of the note that best matches
+      the code's text is kept (*mined evidence*); a new note scores a code by the best cosine
+      between any of its sentences and any evidence sentence of that code (0 for codes without
+      evidence). This is label attention with the training mentions of a code as extra queries.
+    * ``knn``: the notes most similar to the new one (mean sentence vector, softmax with temperature
+      ``knn_temperature``) vote with their gold codes.
+    * ``prior``: ``log(1 + training count)``, scaled to ``[0, 1]``.
+
+    Codes never seen in training get 0 from all three, so they are ranked by the zero-shot and
+    supervised paths only: the memory adds what training notes say about seen codes without
+    giving any code a free learned parameter. During training the features of a training note are
+    computed leave-one-out (``exclude``): its own evidence, its own vote and its own count are left
+    out, so the codes it alone carries look exactly like unseen codes and the weights learn how
+    much to trust memory against text.
+
+    Args:
+        num_labels: size of the label set.
+        dim: sentence vector size.
+        knn_temperature: softmax temperature over training notes.
+        weights: initial ``(w_evidence, w_knn, w_prior)``.
+
+    Shapes:
+        buffers: ``ev_vectors (n_ev, dim)``, ``ev_rows (n_ev,)``, ``ev_notes (n_ev,)``,
+        ``note_vectors (n_notes, dim)``, ``label_notes (n_pairs,)``, ``label_rows (n_pairs,)``,
+        ``counts (num_labels,)``.
+    """
+
+    BUFFERS = ("ev_vectors", "ev_rows", "ev_notes", "note_vectors", "label_notes", "label_rows", "counts")
+
+    def __init__(
+        self,
+        num_labels: int,
+        dim: int,
+        knn_temperature: float = 0.05,
+        weights: Sequence[float] = (1.0, 1.0, 0.3),
+    ) -> None:
+        super().__init__()
+        self.num_labels, self.dim, self.knn_temperature = int(num_labels), int(dim), float(knn_temperature)
+        self._init_weights = [float(w) for w in weights]
+        self.weights = nn.Parameter(torch.tensor(self._init_weights))
+        self.register_buffer("ev_vectors", torch.zeros(0, self.dim))
+        self.register_buffer("ev_rows", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("ev_notes", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("note_vectors", torch.zeros(0, self.dim))
+        self.register_buffer("label_notes", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("label_rows", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("counts", torch.zeros(self.num_labels))
+
+    @property
+    def num_notes(self) -> int:
+        """Training notes in memory."""
+        return int(self.note_vectors.shape[0])
+
+    @staticmethod
+    def note_vector(vectors: Tensor, mask: Tensor) -> Tensor:
+        """A note's vector: the normalised mean of its normalised sentence vectors.
+
+        Shapes:
+            vectors: ``(b, s, dim)``; mask: ``(b, s)``; output: ``(b, dim)``.
+        """
+        v = F.normalize(vectors.float(), dim=-1) * mask[..., None]
+        return F.normalize(v.sum(1), dim=-1)
+
+    @torch.no_grad()
+    def build(
+        self, segments: Sequence[Segments], gold: Sequence[Sequence[int]], code_text: Tensor
+    ) -> MemoryScorer:
+        """Fill the memory from training notes.
+
+        Args:
+            segments: each training note's sentences.
+            gold: each note's gold label rows.
+            code_text: the label code text vectors (to find each gold code's best sentence).
+
+        Returns:
+            ``self``.
+        """
+        ev, ev_rows, ev_notes, notes, l_notes, l_rows = [], [], [], [], [], []
+        counts = torch.zeros(self.num_labels)
+        for n, (seg, rows) in enumerate(zip(segments, gold, strict=True)):
+            v = F.normalize(seg.vectors.float(), dim=-1) if len(seg) else torch.zeros(0, self.dim)
+            notes.append(F.normalize(v.mean(0), dim=-1) if len(seg) else torch.zeros(self.dim))
+            if not rows:
+                continue
+            r = torch.tensor(list(rows), dtype=torch.long)
+            counts[r] += 1
+            l_notes.append(torch.full((len(r),), n, dtype=torch.long))
+            l_rows.append(r)
+            if len(seg):
+                best = (F.normalize(code_text[r].float(), dim=-1) @ v.T).argmax(dim=1)
+                ev.append(v[best])
+                ev_rows.append(r)
+                ev_notes.append(torch.full((len(r),), n, dtype=torch.long))
+        cat = lambda xs, empty: torch.cat(xs) if xs else empty  # noqa: E731
+        self.ev_vectors = cat(ev, torch.zeros(0, self.dim))
+        self.ev_rows = cat(ev_rows, torch.zeros(0, dtype=torch.long))
+        self.ev_notes = cat(ev_notes, torch.zeros(0, dtype=torch.long))
+        self.note_vectors = torch.stack(notes) if notes else torch.zeros(0, self.dim)
+        self.label_notes = cat(l_notes, torch.zeros(0, dtype=torch.long))
+        self.label_rows = cat(l_rows, torch.zeros(0, dtype=torch.long))
+        self.counts = counts
+        return self
+
+    def features(
+        self, vectors: Tensor, mask: Tensor, *, rows: Tensor | None = None, exclude: Tensor | None = None
+    ) -> Tensor:
+        """The three memory features of every label (or ``rows``) for each note.
+
+        Args:
+            vectors: sentence vectors.
+            mask: real sentences.
+            rows: only these labels.
+            exclude: for each note, the index of a training note to leave out (``-1``: none).
+
+        Returns:
+            ``(evidence, knn, prior)`` stacked on the first axis.
+
+        Shapes:
+            vectors: ``(b, s, dim)``; mask: ``(b, s)``; exclude: ``(b,)``; output: ``(3, b, c)``.
+        """
+        with torch.autocast(device_type=vectors.device.type, enabled=False):
+            return self._features(vectors.float(), mask, rows, exclude)
+
+    def _features(self, vectors: Tensor, mask: Tensor, rows: Tensor | None, exclude: Tensor | None) -> Tensor:
+        b = vectors.shape[0]
+        n_lab = self.num_labels
+        ev = torch.zeros(b, n_lab)
+        knn = torch.zeros(b, n_lab)
+        prior = self.counts[None].expand(b, n_lab).clone()
+        seg = F.normalize(vectors.float(), dim=-1)
+        if self.ev_vectors.shape[0]:
+            sim = torch.einsum("bsd,ed->bse", seg, self.ev_vectors.float()).float()
+            sim = sim.masked_fill(~mask[..., None], -2.0).amax(dim=1)  # (b, n_ev)
+            if exclude is not None:
+                sim = sim.masked_fill(self.ev_notes[None] == exclude[:, None], -2.0)
+            idx = self.ev_rows[None].expand(b, -1)
+            ev = ev.scatter_reduce(1, idx, sim.clamp(min=0.0), reduce="amax", include_self=True)
+        if self.num_notes:
+            nv = self.note_vector(vectors, mask)
+            logits = nv @ self.note_vectors.float().T / self.knn_temperature
+            if exclude is not None:
+                logits = logits.masked_fill(torch.arange(self.num_notes)[None] == exclude[:, None], -1e4)
+            weights = torch.softmax(logits, dim=1)  # (b, n_notes)
+            contrib = weights[:, self.label_notes]  # (b, n_pairs)
+            knn = knn.index_add(1, self.label_rows, contrib) if self.label_rows.numel() else knn
+        if exclude is not None and self.label_rows.numel():
+            for i, e in enumerate(exclude.tolist()):
+                if e >= 0:
+                    prior[i, self.label_rows[self.label_notes == e]] -= 1
+        prior = torch.log1p(prior.clamp(min=0)) / math.log1p(max(1.0, float(self.counts.max())))
+        out = torch.stack([ev, knn, prior])
+        return out if rows is None else out[:, :, rows]
+
+    def combine(self, features: Tensor) -> Tensor:
+        """``w . features``.
+
+        Shapes:
+            features: ``(3, b, c)``; output: ``(b, c)``.
+        """
+        return torch.einsum("k,kbc->bc", self.weights.float(), features.float())
+
+    def forward(
+        self, vectors: Tensor, mask: Tensor, *, rows: Tensor | None = None, exclude: Tensor | None = None
+    ) -> Tensor:
+        """The weighted memory score (see :meth:`features`).
+
+        Shapes:
+            output: ``(b, c)``.
+        """
+        return self.combine(self.features(vectors, mask, rows=rows, exclude=exclude))
+
+    def load_buffers(self, state: Mapping[str, Tensor]) -> None:
+        """Resize the buffers to the shapes in ``state`` (the memory size is known only when loading)."""
+        for name in self.BUFFERS:
+            if name in state:
+                setattr(self, name, torch.empty_like(state[name]))
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments."""
+        return {
+            "num_labels": self.num_labels,
+            "dim": self.dim,
+            "knn_temperature": self.knn_temperature,
+            "weights": self._init_weights,
+        }
+
+
+# =========================================================================== configuration
+
+
+@dataclass
+class CoderConfig:
+    """How a coder is built (registry names + kwargs) and run. JSON/YAML-ready.
+
+    Attributes:
+        encoder: text encoder registry name (``"hf"``; ``"hashing"`` for tests).
+        encoder_kwargs: its constructor arguments (``model_path`` ``None`` = bundled MiniLM).
+        gnn: graph encoder registry name, or ``None`` for text-only code vectors.
+        gnn_kwargs: its constructor arguments (``in_dim`` and ``relation_names`` are filled in).
+        fusion: fusion head registry name.
+        fusion_kwargs: its constructor arguments (dimensions are filled in).
+        label_system: the code system of the labels.
+        label_kinds: node kinds that are labels.
+        label_scope: ``"all"`` (every code of ``label_system`` / ``label_kinds``) or ``"data"``
+            (the gold codes of the training and dev notes with their parents, siblings and
+            children: a much smaller label set, for demos and quick runs).
+        graph_systems: systems whose node texts are graph features (``None``: all but SNOMED CT).
+        max_note_chars: longer notes are truncated (with a warning).
+        max_segments: at most this many sentences of a note are scored (the first ones).
+        inference_dtype: ``"bf16"`` (autocast, and a bf16 code bank) or ``"fp32"``.
+        batch_size: notes per scoring batch in :meth:`Coder.predict`.
+        threshold: decision threshold on the probability (tuned on dev by training).
+        top_k: default number of codes returned per note.
+        memory: add the training-note memory (:class:`MemoryScorer`) to the head's score.
+        memory_kwargs: its arguments (``knn_temperature``, ``weights``).
+        rerank_k: score every label with the cheap zero-shot maximum + memory, then each note's
+            ``rerank_k`` best with the full head (0: the full head on every label; slower).
+        unseen_bias: logit offset added to every label with no training note (the
+            frequency-aware combination). Supervision on a few hundred notes pushes the codes it
+            has seen above all others, so the zero-shot / graph score of an unseen code never
+            reaches the top of the list; this offset, tuned on dev by :func:`kgcode.training.train`
+            (``tune_unseen_bias``), lets unseen codes compete again. 0 = no offset.
+    """
+
+    encoder: str = "hf"
+    encoder_kwargs: dict[str, Any] = field(default_factory=lambda: {"max_length": 128, "batch_size": 128})
+    gnn: str | None = "rsign"
+    gnn_kwargs: dict[str, Any] = field(default_factory=dict)
+    fusion: str = "hybrid_label_attention"
+    fusion_kwargs: dict[str, Any] = field(default_factory=dict)
+    label_system: str = "ICD10CM"
+    label_kinds: list[str] = field(default_factory=lambda: ["category", "code", "extension"])
+    label_scope: str = "all"
+    graph_systems: list[str] | None = None
+    max_note_chars: int = MAX_NOTE_CHARS
+    max_segments: int = 256
+    inference_dtype: str = "bf16"
+    batch_size: int = 16
+    threshold: float = 0.5
+    top_k: int = 10
+    memory: bool = True
+    memory_kwargs: dict[str, Any] = field(default_factory=dict)
+    rerank_k: int = 1024
+    unseen_bias: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CoderConfig:
+        """Build from a mapping; unknown keys are an error (the message lists the known ones)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown coder option(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}"
+            )
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+# =========================================================================== the coder
+
+
+def _kwargs_for(cls: type, given: Mapping[str, Any], dims: Mapping[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    out = {k: v for k, v in dims.items() if k in params and k not in given}
+    out.update(given)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from kgcode import __version__
+
+    return {"kgcode": __version__, "torch": torch.__version__}
+
+
+def _kg_versions(kg: KnowledgeGraph | None) -> dict[str, Any]:
+    if kg is None:
+        return {}
+    manifest = kg.manifest or {}
+    sources = manifest.get("sources") or kg.build_report.get("sources") or []
+    return {
+        "format_version": manifest.get("format_version"),
+        "created": manifest.get("created"),
+        "sources": {str(s.get("name")): str(s.get("version")) for s in sources if isinstance(s, dict)},
+    }
+
+
+class Coder(nn.Module):
+    """Text encoder + graph encoder + fusion head over a fixed label set (see the module docstring).
+
+    Args:
+        config: the configuration.
+        labels: the label codes, one per output row.
+        titles: the title of each label (for predictions).
+        train_counts: training notes per label (for frequency buckets; zeros when unknown).
+        relation_names: the KG relation vocabulary (needed by relation-aware graph encoders).
+        kg_versions: the KG's format and source versions (written to ``config.json``).
+    """
+
+    def __init__(
+        self,
+        config: CoderConfig,
+        labels: Sequence[str],
+        titles: Sequence[str] | None = None,
+        train_counts: Sequence[int] | None = None,
+        relation_names: Sequence[str] | None = None,
+        kg_versions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not labels:
+            raise ValueError("a coder needs at least one label")
+        self.config = config
+        self.labels = list(labels)
+        self.label_row = {c: i for i, c in enumerate(self.labels)}
+        if len(self.label_row) != len(self.labels):
+            raise ValueError("labels must be unique")
+        self.titles = list(titles) if titles is not None else [""] * len(self.labels)
+        self.train_counts = (
+            [int(c) for c in train_counts] if train_counts is not None else [0] * len(self.labels)
+        )
+        self.relation_names = list(relation_names or [])
+        self.kg_versions = dict(kg_versions or {})
+        self.threshold = float(config.threshold)
+        #: labels without a training note (they get ``config.unseen_bias``)
+        self.unseen_mask = torch.tensor([c == 0 for c in self.train_counts], dtype=torch.bool)
+        self.card: dict[str, Any] = {}
+        self.encoder = text_encoder_from_config({"name": config.encoder, "kwargs": config.encoder_kwargs})
+        self.text_dim = int(self.encoder.dim)
+        graph: GraphEncoder | None = None
+        if config.gnn:
+            cls = gnn_registry.get(config.gnn)
+            graph = cls(
+                **_kwargs_for(
+                    cls,
+                    config.gnn_kwargs,
+                    {
+                        "in_dim": self.text_dim,
+                        "relation_names": self.relation_names,
+                        "num_relations": len(self.relation_names),
+                    },
+                )
+            )
+        self.graph = graph
+        self.graph_dim = int(getattr(graph, "out_dim", self.text_dim)) if graph is not None else 0
+        self.code_dim = self.text_dim + self.graph_dim
+        fcls = fusion_registry.get(config.fusion)
+        self.fusion = fcls(
+            **_kwargs_for(
+                fcls,
+                config.fusion_kwargs,
+                {
+                    "text_dim": self.text_dim,
+                    "code_dim": self.code_dim,
+                    "seg_dim": self.text_dim,
+                    "dim": self.text_dim,
+                },
+            )
+        )
+        self._head_code_dim = int(
+            getattr(self.fusion, "code_dim", getattr(self.fusion, "dim", self.code_dim))
+        )
+        self.memory = (
+            MemoryScorer(len(self.labels), self.text_dim, **config.memory_kwargs) if config.memory else None
+        )
+        self.bank: dict[str, Tensor] = {}
+        self._text: Tensor | None = None
+        self._graph_inputs: GraphInputs | None = None
+        self.eval()
+
+    # ------------------------------------------------------------------ construction helpers
+
+    @classmethod
+    def from_kg(
+        cls,
+        config: CoderConfig,
+        kg: KnowledgeGraph,
+        *,
+        train_counts: Mapping[str, int] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> Coder:
+        """A fresh coder whose labels are the KG's codes of ``config.label_system`` / ``label_kinds``.
+
+        Args:
+            config: the configuration.
+            kg: the graph.
+            train_counts: training notes per code.
+            labels: use these labels instead (e.g. a restricted set for a quick test).
+
+        Returns:
+            The coder (resources not attached yet: see :meth:`attach`).
+        """
+        from kg.pyg import relation_vocabulary
+
+        labels = (
+            list(labels) if labels is not None else label_codes(kg, config.label_system, config.label_kinds)
+        )
+        nodes = kg.graph._node
+        titles = [nodes[c].get("title", "") if c in nodes else "" for c in labels]
+        counts = [int((train_counts or {}).get(c, 0)) for c in labels]
+        return cls(config, labels, titles, counts, relation_vocabulary(kg, reverse=True), _kg_versions(kg))
+
+    def attach(
+        self,
+        kg: KnowledgeGraph,
+        cache_dir: str | os.PathLike[str] | None,
+        *,
+        show_progress_bar: bool | None = None,
+    ) -> Coder:
+        """Compute (or read from the cache) the code text vectors and the graph inputs for training.
+
+        Args:
+            kg: the graph the labels come from.
+            cache_dir: the embedding cache folder.
+            show_progress_bar: progress bars for cache misses.
+
+        Returns:
+            ``self``.
+        """
+        start = time.perf_counter()
+        missing = [c for c in self.labels if c not in kg.graph._node]
+        if missing:
+            raise ValueError(f"{len(missing)} label(s) are not in the KG, e.g. {missing[0]}")
+        if self.graph is not None:
+            gi = graph_inputs(
+                kg,
+                self.labels,
+                self.encoder,
+                cache_dir,
+                systems=self.config.graph_systems,
+                show_progress_bar=show_progress_bar,
+            )
+            if list(gi.relation_names) != self.relation_names and self.relation_names:
+                logger.warning("KG relation vocabulary differs from the coder's; using the KG's")
+            if isinstance(self.graph, RelationalSIGN):
+                t0 = time.perf_counter()
+                gi.propagated = self.graph.propagate(
+                    gi.x,
+                    gi.edge_index,
+                    gi.edge_type,
+                    rows=gi.label_nodes,
+                    dtype=torch.float16 if len(self.labels) > 20_000 else torch.float32,
+                )
+                logger.info(
+                    "graph propagation for %d labels in %.1f s", len(self.labels), time.perf_counter() - t0
+                )
+            self._graph_inputs = gi
+            self._text = gi.x[gi.label_nodes]
+        else:
+            self._text = code_text_vectors(
+                kg, self.labels, self.encoder, cache_dir, show_progress_bar=show_progress_bar
+            )
+        logger.info("coder resources ready in %.1f s", time.perf_counter() - start)
+        return self
+
+    def attach_tensors(self, text: Tensor, graph: GraphInputs | None = None) -> Coder:
+        """Attach precomputed resources (code text vectors and graph inputs).
+
+        Shapes:
+            text: ``(num_labels, text_dim)``.
+        """
+        if text.shape != (len(self.labels), self.text_dim):
+            raise ValueError(
+                f"text vectors {tuple(text.shape)} for {len(self.labels)} labels of dim {self.text_dim}"
+            )
+        self._text = text.float()
+        self._graph_inputs = graph
+        if graph is not None and isinstance(self.graph, RelationalSIGN) and graph.propagated is None:
+            graph.propagated = self.graph.propagate(
+                graph.x, graph.edge_index, graph.edge_type, rows=graph.label_nodes
+            )
+        return self
+
+    @property
+    def is_attached(self) -> bool:
+        """Whether training resources are attached."""
+        return self._text is not None
+
+    @property
+    def code_text(self) -> Tensor:
+        """The label code text vectors (training resources must be attached).
+
+        Shapes:
+            output: ``(num_labels, text_dim)``.
+        """
+        if self._text is None:
+            raise RuntimeError("no code text vectors: call attach(kg, cache_dir) first")
+        return self._text
+
+    # ------------------------------------------------------------------ code vectors
+
+    def code_vectors(self, rows: Tensor | None = None) -> Tensor:
+        """``[text vector ; graph vector]`` of some labels (with gradients through the graph encoder).
+
+        Args:
+            rows: label rows (all labels when ``None``).
+
+        Returns:
+            The code vectors.
+
+        Shapes:
+            rows: ``(c,)``; output: ``(c, code_dim)``.
+        """
+        text = self.code_text if rows is None else self.code_text[rows]
+        if self.graph is None:
+            return text
+        gi = self._graph_inputs
+        if gi is None:
+            raise RuntimeError("no graph inputs: call attach(kg, cache_dir) first")
+        if isinstance(self.graph, RelationalSIGN) and gi.propagated is not None:
+            prop = gi.propagated if rows is None else gi.propagated[:, rows]
+            graph = self.graph.combine(text, prop)
+        else:
+            nodes = self.graph(gi.x, gi.edge_index, gi.edge_type)
+            graph = nodes[gi.label_nodes] if rows is None else nodes[gi.label_nodes[rows]]
+        return torch.cat([text, graph.to(text.dtype)], dim=-1)
+
+    def head_codes(self, codes: Tensor) -> Tensor:
+        """The part of the code vectors the fusion head reads (the text part for ``zero_shot``)."""
+        return codes[:, : self._head_code_dim]
+
+    # ------------------------------------------------------------------ code bank
+
+    @torch.no_grad()
+    def finalize(self, *, chunk: int = 8192) -> Coder:
+        """Precompute the code bank for every label (needs attached resources).
+
+        Args:
+            chunk: labels per graph-encoder pass.
+
+        Returns:
+            ``self``.
+        """
+        was = self.training
+        self.eval()
+        parts: dict[str, list[Tensor]] = {}
+        n = len(self.labels)
+        for start in range(0, n, chunk):
+            rows = torch.arange(start, min(n, start + chunk))
+            codes = self.head_codes(self.code_vectors(rows))
+            for key, value in self.fusion.code_bank(codes).items():
+                parts.setdefault(key, []).append(value.detach().float())
+        dtype = torch.bfloat16 if self.config.inference_dtype == "bf16" else torch.float32
+        if "zs" not in parts:  # the text vectors of the zero-shot stage, whatever the head
+            parts["zs"] = [F.normalize(self.code_text.float(), dim=-1)]
+        self.bank = {
+            k: torch.cat(v).to(dtype if v[0].ndim == 2 else torch.float32).contiguous()
+            for k, v in parts.items()
+        }
+        self.train(was)
+        return self
+
+    @property
+    def has_bank(self) -> bool:
+        """Whether :meth:`finalize` ran (or the bank was loaded)."""
+        return bool(self.bank)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.inference_dtype == "bf16":
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def pad_segments(self, segments: Sequence[Segments]) -> tuple[Tensor, Tensor]:
+        """Stack notes' segment vectors into a padded batch.
+
+        Returns:
+            ``(vectors, mask)``.
+
+        Shapes:
+            vectors: ``(b, s, text_dim)``; mask: ``(b, s)`` bool, ``s = min(longest, max_segments)``.
+        """
+        limit = self.config.max_segments
+        width = max(1, min(limit, max((len(s) for s in segments), default=1)))
+        out = torch.zeros(len(segments), width, self.text_dim)
+        mask = torch.zeros(len(segments), width, dtype=torch.bool)
+        for i, seg in enumerate(segments):
+            k = min(len(seg), width)
+            if k:
+                out[i, :k] = seg.vectors[:k].float()
+                mask[i, :k] = True
+        return out, mask
+
+    def score_segments(
+        self,
+        vectors: Tensor,
+        mask: Tensor,
+        *,
+        part: str = "all",
+        rows: Tensor | None = None,
+        attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits of every label (or ``rows``) from padded segment vectors, using the code bank.
+
+        Args:
+            vectors: segment vectors.
+            mask: real segments.
+            part: ``"all"`` (head + memory), ``"head"``, ``"memory"``, or for the hybrid head
+                ``"zero_shot"`` / ``"supervised"`` only.
+            rows: score only these labels.
+            attention: also return the attention over segments.
+
+        Returns:
+            ``(logits, attention or None)``.
+
+        Shapes:
+            vectors: ``(b, s, text_dim)``; mask: ``(b, s)``; logits: ``(b, c)``; attention: ``(b, c, s)``.
+        """
+        if not self.bank:
+            raise RuntimeError("no code bank: call finalize() (or load a saved coder)")
+        k = int(self.config.rerank_k or 0)
+        if part == "all" and rows is None and not attention and 0 < k < len(self.labels):
+            return self._unseen_offset(self._score_two_stage(vectors, mask, k), None), None
+        bank = self.bank if rows is None else {key: v[rows] for key, v in self.bank.items()}
+        head = self.fusion
+        with self._autocast():
+            if part in ("all", "head"):
+                logits, att = head.score_bank(vectors, mask, bank, attention=attention)
+            elif part == "zero_shot" and hasattr(head, "zero_shot"):
+                logits, att = head.zero_shot.score_bank(vectors, mask, bank, attention=attention)
+            elif part == "supervised" and hasattr(head, "supervised"):
+                logits, att = head.supervised.score_bank(vectors, mask, bank, attention=attention)
+            elif part == "memory" and self.memory is not None:
+                logits, att = self.memory(vectors, mask, rows=rows), None
+            else:
+                raise ValueError(
+                    f"part={part!r}: expected 'all', 'head', 'memory' (with memory), or "
+                    "'zero_shot'/'supervised' (hybrid head)"
+                )
+        logits = logits.float()
+        if part == "all" and self.memory is not None:
+            logits = logits + self.memory(vectors, mask, rows=rows)
+        if part == "all":
+            logits = self._unseen_offset(logits, rows)
+        return logits, (att.float() if att is not None else None)
+
+    def _unseen_offset(self, logits: Tensor, rows: Tensor | None) -> Tensor:
+        """Add ``config.unseen_bias`` to the labels without training notes (see :class:`CoderConfig`).
+
+        Shapes:
+            logits: ``(b, c)``; rows: ``(c,)`` or ``(b, c)`` label rows (``None``: all labels).
+        """
+        bias = float(getattr(self.config, "unseen_bias", 0.0) or 0.0)
+        if bias == 0.0:
+            return logits
+        unseen = self.unseen_mask if rows is None else self.unseen_mask[rows]
+        return logits + bias * unseen.to(logits.dtype)
+
+    def zero_shot_max(self, vectors: Tensor, mask: Tensor) -> Tensor:
+        """Zero-shot score of every label: the best cosine between a sentence and the code text.
+
+        All sentences of the batch go through one matrix product with the code text bank (bf16
+        when configured), so the bank is read once per batch.
+
+        Shapes:
+            vectors: ``(b, s, text_dim)``; mask: ``(b, s)``; output: ``(b, num_labels)``.
+        """
+        zs = self.bank["zs"]
+        seg = F.normalize(vectors.float(), dim=-1)
+        flat = seg[mask].to(zs.dtype)
+        out = torch.zeros(vectors.shape[0], zs.shape[0])
+        if flat.shape[0]:
+            sim = flat @ zs.T
+            pos = 0
+            for i, n in enumerate(mask.sum(1).tolist()):
+                if n:
+                    out[i] = sim[pos : pos + n].amax(0).float()
+                pos += n
+        return out
+
+    def _stage_one(self, vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Cheap scores of every label (weighted zero-shot maximum plus memory), and the memory part."""
+        head = self.fusion
+        w = float(head.weights.detach()[0]) if hasattr(head, "weights") else 1.0
+        out = w * self.zero_shot_max(vectors, mask)
+        memory = self.memory(vectors, mask) if self.memory is not None else None
+        return (out if memory is None else out + memory), memory
+
+    def _score_two_stage(self, vectors: Tensor, mask: Tensor, k: int) -> Tensor:
+        """Every label scored cheaply (:meth:`_stage_one`); each note's ``k`` best re-scored exactly.
+
+        The exact score of the head (label attention over the sentences) plus the memory replaces the
+        cheap one for the candidates; every other label keeps its cheap score, shifted below the
+        lowest candidate, so the ranking and the probabilities of the long tail stay monotone in the
+        cheap score. ``k`` is ``config.rerank_k``; with 0 every label is scored exactly.
+
+        Shapes:
+            output: ``(b, num_labels)``.
+        """
+        with self._autocast():
+            first, memory = self._stage_one(vectors, mask)
+            top = first.topk(k, dim=1)
+            rows = top.indices  # (b, k): each note's candidates
+            bank = {key: v[rows] for key, v in self.bank.items() if key != "zs" or self._head_reads_zs}
+            exact, _ = self.fusion.score_bank(vectors, mask, bank)
+            exact = exact.float()
+            if memory is not None:
+                exact = exact + memory.gather(1, rows)
+            floor = exact.amin(dim=1, keepdim=True) - 1.0
+            out = floor - (top.values[:, -1:] - first).clamp(min=0.0) - 1e-3
+            out.scatter_(1, rows, exact)
+        return out
+
+    @property
+    def _head_reads_zs(self) -> bool:
+        return hasattr(self.fusion, "zero_shot") or isinstance(
+            self.fusion, fusion.label_attention.ZeroShotFusion
+        )
+
+    def encode_notes(self, texts: Sequence[str], *, show_progress_bar: bool | None = None) -> list[Segments]:
+        """Segment and encode notes (batched across notes; bf16 autocast when configured).
+
+        Args:
+            texts: checked notes (see :func:`check_note`).
+            show_progress_bar: passed to the encoder.
+
+        Returns:
+            One :class:`Segments` per note.
+        """
+        with torch.inference_mode(), self._autocast():
+            return self.encoder.encode_segments_many(list(texts), show_progress_bar=show_progress_bar)
+
+    @torch.inference_mode()
+    def score_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        part: str = "all",
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Tensor:
+        """Logits of every label for each note (notes are checked first).
+
+        Returns:
+            The logits.
+
+        Shapes:
+            output: ``(len(texts), num_labels)``.
+        """
+        checked = [check_note(t, max_chars=self.config.max_note_chars) for t in texts]
+        self.eval()
+        bs = int(batch_size or self.config.batch_size)
+        out = []
+        for start in _progress(range(0, len(checked), bs), show_progress_bar, "score"):
+            segs = self.encode_notes(checked[start : start + bs])
+            vec, mask = self.pad_segments(segs)
+            out.append(self.score_segments(vec, mask, part=part)[0])
+        return torch.cat(out) if out else torch.zeros(0, len(self.labels))
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        evidence: int = 3,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Code notes: for each, the codes above the threshold among its ``top_k`` best, with evidence.
+
+        Args:
+            texts: the notes (each checked with :func:`check_note`; a bad one raises
+                :class:`InvalidNoteError` naming its position).
+            top_k: at most this many codes per note (default ``config.top_k``).
+            threshold: probability threshold (default: the one tuned on dev; 0 returns the top
+                ``top_k`` whatever their scores).
+            evidence: sentences of evidence per code (highest attention first).
+            batch_size: notes per batch (default ``config.batch_size``).
+            show_progress_bar: progress over batches.
+
+        Returns:
+            Per note, a list of ``{"code", "title", "score", "evidence": [{"sentence", "start",
+            "end", "weight"}]}``, best first. ``score`` is the probability.
+        """
+        if isinstance(texts, str):
+            raise TypeError("expected a list of notes, got a single string: wrap it in a list")
+        checked = []
+        for i, text in enumerate(texts):
+            try:
+                checked.append(check_note(text, max_chars=self.config.max_note_chars))
+            except InvalidNoteError as err:
+                raise InvalidNoteError(f"note {i}: {err}") from None
+        self.eval()
+        k = int(top_k or self.config.top_k)
+        thr = self.threshold if threshold is None else float(threshold)
+        bs = int(batch_size or self.config.batch_size)
+        results: list[list[dict[str, Any]]] = []
+        for start in _progress(range(0, len(checked), bs), show_progress_bar, "predict"):
+            segs = self.encode_notes(checked[start : start + bs])
+            vec, mask = self.pad_segments(segs)
+            logits, _ = self.score_segments(vec, mask)
+            probs = torch.sigmoid(logits)
+            top = probs.topk(min(k, probs.shape[1]), dim=1)
+            for j, seg in enumerate(segs):
+                keep = [
+                    (float(p), int(r)) for p, r in zip(top.values[j], top.indices[j], strict=True) if p >= thr
+                ]
+                results.append(self._describe(seg, vec[j : j + 1], mask[j : j + 1], keep, evidence))
+        return results
+
+    def _describe(
+        self, seg: Segments, vec: Tensor, mask: Tensor, keep: list[tuple[float, int]], evidence: int
+    ) -> list[dict[str, Any]]:
+        if not keep:
+            return []
+        rows = torch.tensor([r for _, r in keep])
+        # the head alone gives the attention (the memory and the offset only change logits, unused here)
+        _, att = self.score_segments(vec, mask, part="head", rows=rows, attention=True)
+        assert att is not None
+        out = []
+        n = min(len(seg), att.shape[-1])
+        for c, (p, r) in enumerate(keep):
+            weights = att[0, c, :n]
+            order = torch.argsort(weights, descending=True)[: max(0, evidence)]
+            out.append(
+                {
+                    "code": self.labels[r],
+                    "title": self.titles[r],
+                    "score": round(p, 6),
+                    "evidence": [
+                        {
+                            "sentence": seg.texts[i],
+                            "start": int(seg.spans[i][0]),
+                            "end": int(seg.spans[i][1]),
+                            "weight": round(float(weights[i]), 6),
+                        }
+                        for i in order.tolist()
+                    ],
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------ saving
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """The state dict without the frozen text encoder (what ``model.safetensors`` stores)."""
+        state: dict[str, Tensor] = {}
+        for name, module in (("graph", self.graph), ("fusion", self.fusion), ("memory", self.memory)):
+            if module is None:
+                continue
+            for key, value in module.state_dict().items():
+                state[f"{name}.{key}"] = value
+        return state
+
+    def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Load what :meth:`trainable_state_dict` returned (strict).
+
+        Raises:
+            CoderFormatError: missing or unexpected keys (the message names a few).
+        """
+        for name, module in (("graph", self.graph), ("fusion", self.fusion), ("memory", self.memory)):
+            if module is None:
+                continue
+            sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+            if isinstance(module, MemoryScorer):
+                module.load_buffers(sub)
+            try:
+                module.load_state_dict(sub, strict=True)
+            except RuntimeError as err:
+                raise CoderFormatError(
+                    f"{WEIGHTS_FILE}: weights do not fit the {name} part ({str(err).splitlines()[0]})"
+                ) from None
+        extra = [k for k in state if not k.startswith(("graph.", "fusion.", "memory."))]
+        if extra:
+            raise CoderFormatError(f"{WEIGHTS_FILE}: unexpected weights {', '.join(extra[:3])}")
+
+    def config_dict(self) -> dict[str, Any]:
+        """The content of ``config.json``."""
+        enc = self.encoder.get_config()
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "kg": self.kg_versions,
+            "encoder": {
+                **enc,
+                "frozen": True,
+                "stored": False,
+                "note": "pretrained weights are not in model.safetensors: rebuilt from name and kwargs",
+            },
+            "gnn": self.graph.get_config() if self.graph is not None else None,
+            "fusion": self.fusion.get_config(),
+            "memory": self.memory.get_config() if self.memory is not None else None,
+            "coder": self.config.to_dict(),
+            "relation_names": self.relation_names,
+            "threshold": self.threshold,
+            "num_labels": len(self.labels),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the coder folder atomically (temporary folder, fsync, rename).
+
+        Args:
+            path: the folder (created or replaced; an existing non-coder folder with files is
+                never replaced).
+
+        Returns:
+            The folder.
+
+        Raises:
+            RuntimeError: no code bank (call :meth:`finalize` first).
+            FileExistsError: ``path`` is a file or a folder that is not a coder folder.
+        """
+        from safetensors.torch import save_file
+
+        if not self.bank:
+            raise RuntimeError("no code bank to save: call finalize() first")
+        target = Path(path).absolute()
+        if target.exists() and (
+            not target.is_dir() or (any(target.iterdir()) and not (target / CONFIG_FILE).is_file())
+        ):
+            raise FileExistsError(f"{target} exists and is not a coder folder: refusing to replace it")
+        from kg.store import atomic_folder
+
+        with atomic_folder(target) as tmp:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
+            tensors.update({f"bank.{k}": v.detach().cpu().contiguous() for k, v in self.bank.items()})
+            save_file(
+                tensors,
+                str(tmp / WEIGHTS_FILE),
+                metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)},
+            )
+            _write_json(tmp / CONFIG_FILE, self.config_dict())
+            _write_json(
+                tmp / LABELS_FILE,
+                {
+                    "format": "kgcode-label-index",
+                    "format_version": 1,
+                    "codes": self.labels,
+                    "rows": self.label_row,
+                    "titles": self.titles,
+                    "train_counts": self.train_counts,
+                },
+            )
+            card = {
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "versions": _versions(),
+                "kg": self.kg_versions,
+                "threshold": self.threshold,
+                **self.card,
+            }
+            _write_json(tmp / CARD_FILE, card)
+        logger.info("saved coder (%d labels) to %s", len(self.labels), target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Coder:
+        """Load a coder folder written by :meth:`save`.
+
+        Every file is checked first; the text encoder is rebuilt from its registry name and kwargs.
+
+        Args:
+            path: the folder.
+
+        Returns:
+            The coder in eval mode, ready to :meth:`predict`.
+
+        Raises:
+            CoderFormatError: the folder or a file is missing, a file is unreadable, or the format
+                version is not :data:`FORMAT_VERSION` (the message names the file and versions).
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        start = time.perf_counter()
+        folder = Path(path)
+        if not folder.is_dir():
+            raise CoderFormatError(f"{folder}: no such coder folder")
+        for name in CODER_FILES:
+            if not (folder / name).is_file():
+                raise CoderFormatError(
+                    f"{folder / name}: missing file (a coder folder holds {', '.join(CODER_FILES)})"
+                )
+        config = _read_json(folder / CONFIG_FILE)
+        if config.get("format") != FORMAT:
+            raise CoderFormatError(
+                f"{folder / CONFIG_FILE}: not a kgcode coder "
+                f"(format {config.get('format')!r}, expected {FORMAT!r})"
+            )
+        if config.get("format_version") != FORMAT_VERSION:
+            raise CoderFormatError(
+                f"{folder / CONFIG_FILE}: coder format version {config.get('format_version')!r}, this kgcode "
+                f"({_versions()['kgcode']}) reads version {FORMAT_VERSION}"
+            )
+        labels = _read_json(folder / LABELS_FILE)
+        if labels.get("format_version") != 1 or not isinstance(labels.get("codes"), list):
+            raise CoderFormatError(f"{folder / LABELS_FILE}: not a label index of format version 1")
+        try:
+            cfg = CoderConfig.from_dict(config["coder"])
+            if config.get("gnn"):
+                cfg.gnn, cfg.gnn_kwargs = config["gnn"]["name"], dict(config["gnn"]["kwargs"])
+            cfg.fusion, cfg.fusion_kwargs = config["fusion"]["name"], dict(config["fusion"]["kwargs"])
+            cfg.encoder, cfg.encoder_kwargs = config["encoder"]["name"], dict(config["encoder"]["kwargs"])
+            coder = cls(
+                cfg,
+                labels["codes"],
+                labels.get("titles"),
+                labels.get("train_counts"),
+                config.get("relation_names"),
+                config.get("kg"),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CoderFormatError(f"{folder / CONFIG_FILE}: cannot rebuild the coder ({err})") from None
+        try:
+            tensors = load_file(str(folder / WEIGHTS_FILE))
+        except (SafetensorError, OSError) as err:
+            raise CoderFormatError(f"{folder / WEIGHTS_FILE}: unreadable ({err})") from None
+        bank = {k[5:]: v for k, v in tensors.items() if k.startswith("bank.")}
+        if not bank:
+            raise CoderFormatError(f"{folder / WEIGHTS_FILE}: no code bank (bank.*) in the weights")
+        rows = {int(v.shape[0]) for v in bank.values()}
+        if rows != {len(coder.labels)}:
+            raise CoderFormatError(
+                f"{folder / WEIGHTS_FILE}: code bank has {rows} rows for {len(coder.labels)} labels"
+            )
+        coder.load_trainable_state_dict({k: v for k, v in tensors.items() if not k.startswith("bank.")})
+        coder.bank = bank
+        coder.threshold = float(config.get("threshold", cfg.threshold))
+        coder.card = _read_json(folder / CARD_FILE)
+        coder.eval()
+        logger.info("loaded coder from %s in %.2f s", folder, time.perf_counter() - start)
+        return coder
+
+
+def _progress(it: Any, show: bool | None, desc: str) -> Any:
+    from text_encoder.hf import show_progress
+
+    if show_progress(show):
+        from tqdm.auto import tqdm
+
+        return tqdm(it, desc=desc, unit="batch")
+    return it
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1, ensure_ascii=False, default=_json_default)
+        fh.write("\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CoderFormatError(f"{path}: unreadable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CoderFormatError(f"{path}: expected a JSON object")
+    return data
+
+
+def known_encoders() -> list[str]:
+    """Registered text encoder names (for messages)."""
+    return sorted(text_encoder_registry)

@@ -1,0 +1,266 @@
+"""The Coder: input checks, labels, save/load, predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgcode.coder import (
+    CODER_FILES,
+    FORMAT_VERSION,
+    Coder,
+    CoderConfig,
+    CoderFormatError,
+    InvalidNoteError,
+    check_note,
+    label_codes,
+    map_gold_codes,
+)
+from tests.fixtures.coder.helpers import build_mini_kg, tiny_model_config
+
+NOTE = "Type 2 diabetes mellitus with hyperglycemia.\nHe has used insulin for years."
+
+
+@pytest.fixture(scope="module")
+def kg():  # noqa: ANN201
+    return build_mini_kg()
+
+
+@pytest.fixture(scope="module")
+def coder(kg, tmp_path_factory: pytest.TempPathFactory) -> Coder:  # noqa: ANN001
+    """An untrained (zero-shot at start) coder over the mini KG, finalized."""
+    cfg = CoderConfig.from_dict(tiny_model_config())
+    c = Coder.from_kg(cfg, kg, train_counts={"ICD10CM:E11.9": 3})
+    c.attach(kg, tmp_path_factory.mktemp("emb"), show_progress_bar=False)
+    return c.finalize()
+
+
+@pytest.fixture(scope="module")
+def saved(coder: Coder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return coder.save(tmp_path_factory.mktemp("model") / "coder")
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("  \n\t ", "whitespace"),
+        (None, "NoneType"),
+        (b"bytes", "bytes"),
+        ("1. 2. --", "no words"),
+    ],
+)
+def test_bad_notes_are_refused(text: object, message: str) -> None:
+    with pytest.raises(InvalidNoteError, match=message):
+        check_note(text)
+
+
+def test_a_long_note_is_truncated_with_a_warning() -> None:
+    text = "Fever and cough. " * 70_000  # ~1.2 MB
+    with pytest.warns(UserWarning, match="truncated"):
+        out = check_note(text)
+    assert len(out) <= 50_000 and text.startswith(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_note("A short note.") == "A short note."
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def test_label_codes_and_gold_mapping(kg) -> None:  # noqa: ANN001
+    labels = label_codes(kg)
+    assert "ICD10CM:E11.9" in labels and "ICD10CM:S72.001A" in labels
+    assert not any(kg.graph._node[c]["kind"] in ("chapter", "block") for c in labels)
+    row = {c: i for i, c in enumerate(labels)}
+    mapping, unmapped = map_gold_codes(
+        [
+            "ICD10CM:S72.9XX",
+            "ICD10CM:T07.XX",
+            "ICD10CM:S06.1X7",
+            "ICD10CM:E11.99",
+            "ICD10CM:E11.9",
+            "ICD9CM:250.00",
+        ],
+        row,
+    )
+    assert mapping["ICD10CM:S72.9XX"] == "ICD10CM:S72.9XXA"  # 7th character: initial encounter
+    assert mapping["ICD10CM:T07.XX"] == "ICD10CM:T07.XXXA"
+    assert mapping["ICD10CM:E11.99"] == "ICD10CM:E11.9"  # nearest existing ancestor
+    assert "ICD10CM:S06.1X7" not in mapping  # a label already
+    assert unmapped == ["ICD9CM:250.00"]
+
+
+def test_config_refuses_unknown_options() -> None:
+    with pytest.raises(ValueError, match="unknown coder option"):
+        CoderConfig.from_dict({"encoderr": "hf"})
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_returns_codes_with_evidence_spans(coder: Coder) -> None:
+    out = coder.predict([NOTE, "Fracture of the neck of the left femur."], top_k=3, threshold=0.0)
+    assert len(out) == 2 and all(len(codes) == 3 for codes in out)
+    first = out[0][0]
+    assert set(first) == {"code", "title", "score", "evidence"}
+    assert first["code"].startswith("ICD10CM:E1") and 0.0 <= first["score"] <= 1.0
+    assert [c["score"] for c in out[0]] == sorted((c["score"] for c in out[0]), reverse=True)
+    for ev in first["evidence"]:
+        assert NOTE[ev["start"] : ev["end"]] == ev["sentence"]
+    assert out[1][0]["code"].startswith("ICD10CM:S72")
+    assert coder.predict([NOTE], top_k=3, threshold=1.0) == [[]]
+
+
+def test_predict_names_the_bad_note(coder: Coder) -> None:
+    with pytest.raises(InvalidNoteError, match="note 1: note is whitespace only"):
+        coder.predict([NOTE, "   "])
+    with pytest.raises(TypeError):
+        coder.predict(NOTE)  # type: ignore[arg-type]
+
+
+def test_zero_shot_part_ranks_by_text(coder: Coder) -> None:
+    segs = coder.encode_notes(["Traumatic cerebral edema."])
+    vec, mask = coder.pad_segments(segs)
+    zs, _ = coder.score_segments(vec, mask, part="zero_shot")
+    assert coder.labels[int(zs[0].argmax())].startswith("ICD10CM:S06.1")
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_gives_the_same_predictions(coder: Coder, saved: Path) -> None:
+    assert sorted(p.name for p in saved.iterdir()) == sorted(CODER_FILES)
+    again = Coder.load(saved)
+    assert again.labels == coder.labels and again.threshold == coder.threshold
+    a = coder.predict([NOTE], top_k=5, threshold=0.0)
+    b = again.predict([NOTE], top_k=5, threshold=0.0)
+    assert [c["code"] for c in a[0]] == [c["code"] for c in b[0]]
+    assert [c["score"] for c in a[0]] == pytest.approx([c["score"] for c in b[0]], abs=1e-6)
+    config = json.loads((saved / "config.json").read_text())
+    assert config["format_version"] == FORMAT_VERSION
+    assert config["encoder"]["name"] == "hashing" and config["gnn"]["name"] == "rsign"
+    assert config["fusion"]["name"] == "hybrid_label_attention"
+    assert "torch" in config["versions"] and config["kg"]["sources"]["icd10cm"]
+    assert "." not in config["fusion"]["name"]  # registry names, never import paths
+    labels = json.loads((saved / "label_index.json").read_text())
+    assert labels["rows"]["ICD10CM:E11.9"] == labels["codes"].index("ICD10CM:E11.9")
+
+
+def test_save_replaces_atomically_and_refuses_foreign_folders(coder: Coder, tmp_path: Path) -> None:
+    target = coder.save(tmp_path / "m")
+    coder.save(target)  # replacing a coder folder is fine
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        coder.save(foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("missing", CODER_FILES)
+def test_load_names_a_missing_file(saved: Path, tmp_path: Path, missing: str) -> None:
+    copy = Path(shutil.copytree(saved, tmp_path / "copy"))
+    (copy / missing).unlink()
+    with pytest.raises(CoderFormatError, match=f"{missing}: missing file"):
+        Coder.load(copy)
+
+
+def test_load_names_the_format_version(saved: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(saved, tmp_path / "copy"))
+    config = json.loads((copy / "config.json").read_text())
+    config["format_version"] = 99
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CoderFormatError, match=r"format version 99.*reads version 1"):
+        Coder.load(copy)
+
+
+def test_load_refuses_damaged_weights_and_folders(saved: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(saved, tmp_path / "copy"))
+    (copy / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CoderFormatError, match="model.safetensors"):
+        Coder.load(copy)
+    with pytest.raises(CoderFormatError, match="no such coder folder"):
+        Coder.load(tmp_path / "nowhere")
+
+
+def test_saved_weights_leave_out_the_frozen_encoder(saved: Path) -> None:
+    from safetensors.torch import load_file
+
+    keys = load_file(str(saved / "model.safetensors")).keys()
+    assert not any(k.startswith("encoder.") for k in keys)
+    assert any(k.startswith("bank.") for k in keys) and any(k.startswith("fusion.") for k in keys)
+
+
+# --------------------------------------------------------------------------- memory and two-stage scoring
+
+
+def test_memory_features_and_leave_one_out(coder: Coder) -> None:
+    from kgcode.coder import MemoryScorer
+
+    enc = coder.encoder
+    notes = ["Type 2 diabetes mellitus without complications.", "Fracture of the neck of the left femur."]
+    segs = [enc.encode_segments(t) for t in notes]
+    rows = [[coder.label_row["ICD10CM:E11.9"]], [coder.label_row["ICD10CM:S72.002A"]]]
+    mem = MemoryScorer(len(coder.labels), coder.text_dim).build(segs, rows, coder.code_text)
+    assert mem.num_notes == 2 and mem.ev_vectors.shape == (2, coder.text_dim)
+    vec, mask = coder.pad_segments(segs)
+    ev, knn, prior = mem.features(vec, mask)
+    e119, s72 = rows[0][0], rows[1][0]
+    assert ev[0, e119] == pytest.approx(1.0, abs=1e-5) and knn[0, e119] > 0.9 and prior[0, e119] == 1.0
+    assert ev[0, s72] < ev[1, s72]
+    loo = mem.features(vec, mask, exclude=torch.tensor([0, 1]))[:, :, [e119, s72]]
+    assert loo[0, 0, 0] == 0 and loo[2, 0, 0] == 0  # its own evidence and count are left out
+    assert loo[1, 0, 0] == pytest.approx(0.0, abs=1e-6)  # the only other note does not carry E11.9
+    again = MemoryScorer(len(coder.labels), coder.text_dim)
+    again.load_buffers(mem.state_dict())
+    again.load_state_dict(mem.state_dict())
+    assert torch.equal(again(vec, mask), mem(vec, mask))
+
+
+def test_two_stage_scoring_agrees_with_exact_scoring_on_the_top(coder: Coder) -> None:
+    segs = coder.encode_notes([NOTE, "Fracture of the neck of the left femur after a fall."])
+    vec, mask = coder.pad_segments(segs)
+    coder.config.rerank_k = 0
+    exact, _ = coder.score_segments(vec, mask)
+    coder.config.rerank_k = 12
+    try:
+        fast, _ = coder.score_segments(vec, mask)
+    finally:
+        coder.config.rerank_k = 0
+    assert fast.shape == exact.shape
+    for i in range(2):
+        top = fast[i].topk(3).indices
+        assert torch.allclose(fast[i, top], exact[i, top], atol=1e-4)  # candidates keep their exact score
+        rest = torch.ones(len(coder.labels), dtype=torch.bool)
+        rest[fast[i].topk(12).indices] = False
+        assert fast[i, rest].max() < fast[i, ~rest].min()  # the long tail stays below the candidates
+
+
+def test_unseen_bias_lifts_only_codes_without_training_notes(coder: Coder, tmp_path: Path) -> None:
+    vec, mask = coder.pad_segments(coder.encode_notes([NOTE]))
+    base, _ = coder.score_segments(vec, mask)
+    unseen = coder.unseen_mask
+    assert not bool(unseen[coder.label_row["ICD10CM:E11.9"]]) and bool(unseen.any())
+    coder.config.unseen_bias = 0.75
+    try:
+        shifted, _ = coder.score_segments(vec, mask)
+        rows = torch.arange(len(coder.labels))[:5]
+        some, _ = coder.score_segments(vec, mask, rows=rows)
+        folder = coder.save(tmp_path / "biased")
+    finally:
+        coder.config.unseen_bias = 0.0
+    diff = shifted - base
+    assert torch.allclose(diff[0, unseen], torch.tensor(0.75), atol=1e-4)
+    assert torch.allclose(diff[0, ~unseen], torch.tensor(0.0), atol=1e-4)
+    assert torch.allclose(some, shifted[:, :5], atol=1e-4)
+    assert Coder.load(folder).config.unseen_bias == 0.75

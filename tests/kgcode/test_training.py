@@ -1,0 +1,233 @@
+"""Training: the three objectives run, the threshold is tuned on dev only, checkpoints resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from kgcode.coder import Coder, CoderConfig
+from kgcode.datasets import Note, read_dataset
+from kgcode.training import (
+    TrainConfig,
+    asymmetric_loss,
+    load_config_file,
+    prepare_notes,
+    train,
+)
+from tests.fixtures.coder.helpers import (
+    DEV,
+    TRAIN,
+    build_mini_kg,
+    tiny_model_config,
+    tiny_training_config,
+    train_tiny,
+)
+
+
+@pytest.fixture(scope="module")
+def kg():  # noqa: ANN201
+    return build_mini_kg()
+
+
+@pytest.fixture(scope="module")
+def result(kg, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+    return train_tiny(kg, tmp_path_factory.mktemp("emb"))
+
+
+def test_training_runs_all_objectives_and_reports_dev_metrics(result) -> None:  # noqa: ANN001
+    stages = [h["stage"] for h in result.history]
+    assert stages == ["align", "notes", "notes"]
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    m = result.metrics
+    for key in ("map", "micro_precision", "micro_recall", "micro_f1", "macro_f1", "p@8", "r@10"):
+        assert 0.0 <= m[key] <= 1.0
+    assert set(m["buckets"]) == {"unseen", "1-5", "6-20", ">20"}
+    assert m["buckets"]["unseen"]["n"] > 0  # dev has codes never seen in training
+    assert m["map"] > 0.3  # the fixture notes name their codes' words
+    assert result.coder.card["seed"] == 13 and result.coder.card["threshold_tuned_on"] == "dev"
+    assert result.coder.card["dev_metrics_zero_shot_part"]["map"] > 0.0
+
+
+def test_result_saves_a_loadable_folder_with_a_replayable_config(result, tmp_path: Path) -> None:  # noqa: ANN001
+    folder = result.save_to_directory(tmp_path / "coder")
+    replay = yaml.safe_load((folder / "train_config.yaml").read_text())
+    assert replay["training"]["seed"] == 13 and replay["model"]["encoder"] == "hashing"
+    assert replay["results"]["dev"]["map"] == pytest.approx(result.metrics["map"], abs=1e-3)
+    again = Coder.load(folder)
+    assert again.threshold == pytest.approx(result.coder.threshold)
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["training_data"]["train"].endswith("train.jsonl") and card["dev_metrics"]["map"] > 0
+
+
+def test_threshold_is_tuned_on_dev_notes_only(kg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import kgcode.metrics as metrics
+
+    seen: list[int] = []
+    real = metrics.tune_threshold
+
+    def spy(scores, gold, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append(np.asarray(scores).shape[0])
+        return real(scores, gold, **kw)
+
+    monkeypatch.setattr(metrics, "tune_threshold", spy)
+    train_tiny(kg, tmp_path, training=tiny_training_config(epochs=1, pretrain_epochs=0))
+    n_dev = len(read_dataset(DEV)[0])
+    assert seen and set(seen) == {n_dev}  # never called on the 12 training notes
+
+
+def test_resume_continues_from_the_last_checkpoint(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    ckpt = tmp_path / "ckpt"
+    first = train_tiny(kg, tmp_path, training=tiny_training_config(epochs=1), checkpoint_dir=ckpt)
+    assert (ckpt / "last.pt").is_file()
+    resumed = train_tiny(
+        kg, tmp_path, training=tiny_training_config(epochs=2), checkpoint_dir=ckpt, resume=True
+    )
+    epochs = [(h["stage"], h["epoch"]) for h in resumed.history]
+    assert epochs == [("align", 1), ("notes", 1), ("notes", 2)]  # epoch 1 and pre-training not redone
+    assert resumed.history[:2] == first.history[:2]
+    state = torch.load(ckpt / "last.pt", weights_only=False)
+    assert state["epoch"] == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_label_set(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    ckpt = tmp_path / "ckpt"
+    train_tiny(kg, tmp_path, training=tiny_training_config(epochs=1, pretrain_epochs=0), checkpoint_dir=ckpt)
+    from kgcode.coder import label_codes
+
+    labels = label_codes(kg)[:-3]
+    with pytest.raises(ValueError, match="labels"):
+        train_tiny(
+            kg,
+            tmp_path,
+            training=tiny_training_config(epochs=2, pretrain_epochs=0),
+            checkpoint_dir=ckpt,
+            resume=True,
+            labels=labels,
+        )
+
+
+def test_text_only_and_zero_shot_configs_train(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    text_only = train_tiny(
+        kg, tmp_path, config=tiny_model_config(gnn=None), training=tiny_training_config(epochs=1)
+    )
+    assert text_only.coder.graph is None and text_only.metrics["map"] > 0
+    zs = train_tiny(
+        kg,
+        tmp_path,
+        config=tiny_model_config(fusion="zero_shot", fusion_kwargs={}),
+        training=tiny_training_config(epochs=1),
+    )
+    assert zs.metrics["map"] > 0
+
+
+def test_prepare_notes_maps_truncated_codes_and_drops_unknown_ones() -> None:
+    row = {"ICD10CM:S72.9XXA": 0, "ICD10CM:E11.9": 1}
+    notes = [
+        Note("a", "Fracture of femur.", ["ICD10CM:S72.9XX", "ICD10CM:E11.9", "ICD9CM:250.00"]),
+        Note("b", "   ", ["ICD10CM:E11.9"]),
+    ]
+    kept, report = prepare_notes(notes, row)
+    assert [n.codes for n in kept] == [["ICD10CM:S72.9XXA", "ICD10CM:E11.9"]]
+    assert report["notes_skipped"] == 1 and report["codes_mapped"] == 1
+    assert report["codes_dropped"] == ["ICD9CM:250.00"]
+
+
+def test_config_file_round_trip_and_errors(tmp_path: Path) -> None:
+    good = tmp_path / "c.yaml"
+    good.write_text(
+        yaml.safe_dump({"metadata": {"name": "x"}, "model": {"gnn": None}, "training": {"epochs": 3}})
+    )
+    model, training, meta = load_config_file(good)
+    assert model.gnn is None and training.epochs == 3 and meta["name"] == "x"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"training": {"epochz": 3}}))
+    with pytest.raises(ValueError, match="epochz"):
+        load_config_file(bad)
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ValueError, match="cannot read config"):
+        load_config_file(bad)
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"nope": 1})
+    assert CoderConfig.from_dict(model.to_dict()) == model
+
+
+def test_training_needs_dev_notes(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="no dev notes"):
+        train(train_path=TRAIN, kg=kg, config=tiny_model_config(), cache_dir=tmp_path)
+    with pytest.raises(FileNotFoundError):
+        train(
+            train_path=tmp_path / "missing.jsonl",
+            dev_path=DEV,
+            kg=kg,
+            config=tiny_model_config(),
+            cache_dir=tmp_path,
+        )
+
+
+def test_asymmetric_loss_prefers_right_answers() -> None:
+    targets = torch.tensor([[1.0, 0.0, 0.0]])
+    good = asymmetric_loss(torch.tensor([[4.0, -4.0, -4.0]]), targets)
+    bad = asymmetric_loss(torch.tensor([[-4.0, 4.0, 4.0]]), targets)
+    assert float(good) < float(bad)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_training_with_minilm_on_a_few_codiesp_notes(data_dir: Path, tmp_path: Path) -> None:
+    """MiniLM, a real KG slice, 16 CodiEsp notes; the label set restricted to their codes' families."""
+    from kg import KnowledgeGraph
+    from kgcode.pipeline import build_default_kg
+
+    split = data_dir / "codiesp" / "train"
+    notes, _ = read_dataset(split)
+    train_notes, dev_notes = notes[:12], notes[12:18]
+    full = build_default_kg(None).kg
+    gold = {c for n in train_notes + dev_notes for c in n.codes if c in full.graph._node}
+    keep = set(gold)
+    for c in gold:  # parents and siblings, so there is something to confuse
+        for p in full.parents(c):
+            keep.add(p)
+            keep.update(full.children(p))
+    kg = KnowledgeGraph(full.graph.subgraph(keep).copy())
+    kg.manifest = full.manifest
+    result = train(
+        train_notes=train_notes,
+        dev_notes=dev_notes,
+        kg=kg,
+        cache_dir=tmp_path,
+        config={"graph_systems": ["ICD10CM"], "inference_dtype": "bf16"},
+        training={"epochs": 2, "pretrain_epochs": 1, "batch_size": 4, "n_random": 32},
+    )
+    assert len(result.coder.labels) < 2_000
+    assert result.metrics["map"] > 0.05
+    out = result.coder.predict([dev_notes[0].text], top_k=5, threshold=0.0)
+    assert len(out[0]) == 5 and out[0][0]["evidence"]
+
+
+def test_unseen_bias_is_tuned_within_the_tolerances() -> None:
+    from kgcode.training import TrainConfig, tradeoff_metrics, tune_unseen_bias
+
+    unseen = torch.tensor([False, False, True, True, True, True])
+    # note 0: seen gold ranked first; note 1: its unseen gold (row 2) sits just below two seen codes
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0, -2.0, -3.0], [2.0, 1.8, 1.6, 0.0, -1.0, -2.0]])
+    gold = [[0], [2]]
+    m0, m1 = tradeoff_metrics(logits, gold, unseen, [0.0, 0.5])
+    assert m0["map"] == pytest.approx((1.0 + 1 / 3) / 2) and m0["unseen_r@10"] == 1.0
+    assert m1["map"] == pytest.approx(1.0)  # the offset lifts row 2 above the seen codes of note 1
+    grid = TrainConfig(unseen_bias_max=1.0, unseen_bias_step=0.5)
+    bias, sweep = tune_unseen_bias(logits, gold, unseen, grid)
+    assert [s["unseen_bias"] for s in sweep] == [0.0, 0.5, 1.0]
+    assert bias in (0.5, 1.0)
+    strict = TrainConfig(unseen_bias_max=0.0)
+    assert tune_unseen_bias(logits, gold, unseen, strict)[0] == 0.0
+
+
+def test_training_records_the_unseen_bias_sweep(result) -> None:  # noqa: ANN001
+    card = result.coder.card
+    assert card["unseen_bias"] == result.coder.config.unseen_bias
+    assert card["unseen_bias_sweep"] and "unseen_r@10" in card["unseen_bias_sweep"][0]
