@@ -152,6 +152,21 @@ def _kg_dir(arg: str | None) -> Path:
     return found
 
 
+def _with_rss(sampler: RssSampler, run: Any, *args: Any) -> dict[str, Any]:
+    """Run one endpoint's load and add the server's RSS over it: growth = max of the second half
+    minus max of the first half (steady memory: close to 0)."""
+    i0 = len(sampler.samples)
+    result = run(*args)
+    seg = sampler.samples[i0:]
+    if len(seg) >= 4:
+        half = len(seg) // 2
+        first, second = max(seg[:half]) / 1024, max(seg[half:]) / 1024
+        result["server_rss_mb"] = {"start": round(seg[0] / 1024, 1), "end": round(seg[-1] / 1024, 1),
+                                   "max_first_half": round(first, 1), "max_second_half": round(second, 1),
+                                   "growth_second_half_mb": round(second - first, 1)}
+    return result
+
+
 def main() -> int:
     """Run the load test and write ``bench/results/serve.json``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -197,13 +212,13 @@ def main() -> int:
         logger.info("service up in %.1f s (model loaded: %s)", startup_s, health["model"]["loaded"])
         sampler = RssSampler(proc.pid)
         sampler.start()
-        endpoints = [run_endpoint("GET /codes/{code}", port,
-                                  lambda: ("GET", "/codes/" + rng.choice(codes), None),
-                                  args.clients, args.duration)]
+        endpoints = [_with_rss(sampler, run_endpoint, "GET /codes/{code}", port,
+                               lambda: ("GET", "/codes/" + rng.choice(codes), None),
+                               args.clients, args.duration)]
         if model and health["model"]["loaded"]:
             body = json.dumps({"text": NOTE})
-            endpoints.append(run_endpoint("POST /predict", port, lambda: ("POST", "/predict", body), 4,
-                                          args.duration))
+            endpoints.append(_with_rss(sampler, run_endpoint, "POST /predict", port,
+                                       lambda: ("POST", "/predict", body), 4, args.duration))
         elif model:
             logger.warning("the model did not load: %s", health["model"].get("error"))
         sampler.stop.set()
