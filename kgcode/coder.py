@@ -61,7 +61,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_C = TypeVar("_C")
 
 FORMAT = "kgcode-coder"
 #: Version of the saved folder layout; :meth:`Coder.load` refuses any other.
@@ -598,6 +599,26 @@ class MemoryScorer(nn.Module):
 # =========================================================================== configuration
 
 
+def config_from_dict(cls: type[_C], data: Mapping[str, Any], what: str) -> _C:
+    """A config dataclass from a mapping; unknown keys are a one-line error listing the known ones.
+
+    Args:
+        cls: the dataclass.
+        data: its fields.
+        what: the kind of option, for the message (``"coder"``, ``"training"``).
+
+    Returns:
+        The instance.
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown {what} option(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}"
+        )
+    return cls(**dict(data))
+
+
 @dataclass
 class CoderConfig:
     """How a coder is built (registry names + kwargs) and run. JSON/YAML-ready.
@@ -656,13 +677,7 @@ class CoderConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CoderConfig:
         """Build from a mapping; unknown keys are an error (the message lists the known ones)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown coder option(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}"
-            )
-        return cls(**dict(data))
+        return config_from_dict(cls, data, "coder")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""

@@ -41,7 +41,7 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ from kgcode.coder import (
     CoderConfig,
     GraphInputs,
     check_note,
+    config_from_dict,
     map_gold_codes,
     neighbourhood_labels,
 )
@@ -173,13 +174,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Build from a mapping; unknown keys are an error (the message lists the known ones)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown training option(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}"
-            )
-        return cls(**dict(data))
+        return config_from_dict(cls, data, "training")
 
 
 def load_config_file(path: str | os.PathLike[str]) -> tuple[CoderConfig, TrainConfig, dict[str, Any]]:
