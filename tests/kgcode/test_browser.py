@@ -170,7 +170,7 @@ def real_coder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     thread.join(timeout=10)
 
 
-def test_page_with_a_real_coder_lists_codes_and_marks_evidence(real_coder_server: str) -> None:
+def test_page_with_a_real_coder_lists_codes_and_evidence(real_coder_server: str, tmp_path: Path) -> None:
     note = "A man with type 2 diabetes mellitus and hypoglycemia with coma.\nHe takes oral hypoglycemics."
     url = f"{real_coder_server}/?hops=1&note={urllib.parse.quote(note)}"
     dom = _chromium(url, "--dump-dom")
@@ -181,3 +181,6 @@ def test_page_with_a_real_coder_lists_codes_and_marks_evidence(real_coder_server
     assert 'data-model="loaded"' in dom
     nodes = re.search(r'<div id="graph"[^>]*data-nodes="(\d+)"', dom)
     assert nodes and int(nodes.group(1)) >= 1, dom[-3000:]
+    png = tmp_path / "serve_page_real_coder.png"
+    _chromium(url, f"--screenshot={png}")
+    _save(png)
