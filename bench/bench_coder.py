@@ -5,8 +5,9 @@ What it measures (issue 3):
 * quality on CodiEsp dev (English): MAP, micro-P/R/F1 at the threshold tuned on dev, macro-F1 in both
   conventions, P@5/8/15, R@10/50 and F1 / R@10 by training-frequency bucket (unseen, 1-5, 6-20, >20);
 * an ablation side by side: the full model (``configs/coder.yaml``), text-only (no graph encoder),
-  no contrastive pre-training, the zero-shot path alone, and TF-IDF + one-vs-rest logistic
-  regression (scikit-learn);
+  no contrastive pre-training, no dictionary match, the zero-shot path alone, the dictionary match
+  alone, and TF-IDF + one-vs-rest logistic regression (scikit-learn); the dictionary match's
+  dev-tuned weight is cross-fitted on dev halves to show how much the tuning flatters dev;
 * performance: training time, model load time, ``predict`` notes/s end to end (all labels scored,
   evidence included) and the encoder alone on the same notes in the same process, peak RSS of the
   prediction process, and the quality change of bf16 inference against fp32.
@@ -130,6 +131,7 @@ def variants(config: Path, quick: bool) -> dict[str, dict[str, Any]]:
         "full": {"model": base_model, "training": base_train},
         "text_only": {"model": {**base_model, "gnn": None, "gnn_kwargs": {}}, "training": base_train},
         "no_contrastive": {"model": base_model, "training": {**base_train, "pretrain_epochs": 0}},
+        "no_lexicon": {"model": {**base_model, "lexicon": False}, "training": base_train},
     }
 
 
@@ -154,6 +156,12 @@ def _prepared(kg: Any, spec: dict[str, Any]) -> Any:
     return _PREPARED["data"]
 
 
+def _lexicon_entry(card: dict[str, Any]) -> list[float] | None:
+    """``[weight, prior]`` of the dictionary match tuned on dev (``None`` without a lexicon)."""
+    lex = card.get("lexicon")
+    return [lex["weight"], lex["prior"]] if lex else None
+
+
 def train_variant(
     name: str, spec: dict[str, Any], kg: Any, reuse: bool, prepare_spec: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -175,6 +183,7 @@ def train_variant(
             "zero_shot_part": card.get("dev_metrics_zero_shot_part"),
             "unseen_bias": card.get("unseen_bias"),
             "unseen_bias_sweep": card.get("unseen_bias_sweep"),
+            "lexicon": _lexicon_entry(card),
             "training_seconds": card.get("training_seconds"),
             "model": str(folder),
             "reused": True,
@@ -197,6 +206,7 @@ def train_variant(
         else None,
         "unseen_bias": card.get("unseen_bias"),
         "unseen_bias_sweep": card.get("unseen_bias_sweep"),
+        "lexicon": _lexicon_entry(card),
         "training_seconds": round(result.seconds, 1),
         "prepare_seconds_shared": _PREPARED.get("seconds"),
         "history": card["history"],
@@ -294,6 +304,85 @@ def zero_shot_row(model: Path) -> dict[str, Any]:
     }
 
 
+def dictionary_rows(model: Path, seed: int = 13) -> dict[str, Any]:
+    """The dictionary match alone, and an honest estimate of its dev-tuned weight and prior.
+
+    * ``lexicon_only``: codes ranked by their dictionary coverage alone (the zero-shot cosine breaks
+      ties), threshold tuned on dev: what the name look-up finds with no training note at all.
+    * ``crossfit``: the weight and prior are tuned on dev like the threshold; to see how much that
+      flatters the dev MAP, dev is split in two halves 5 times (seeded), the grid is tuned on one
+      half and scored on the other, and the held-out MAP is compared with the MAP tuned on all of dev.
+    """
+    import random
+
+    import torch
+
+    from kgcode import paths
+    from kgcode.coder import Coder
+    from kgcode.datasets import read_dataset
+    from kgcode.metrics import tune_threshold
+    from kgcode.training import (
+        TrainConfig,
+        encode_notes,
+        evaluate_coder,
+        fast_map,
+        gold_matrix,
+        prepare_notes,
+        score_encoded,
+        tune_lexicon,
+    )
+
+    coder = Coder.load(model)
+    if coder.lexicon is None:
+        return {}
+    notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
+    encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
+    coverage, _ = coder.lexical_match(encoded.segments)
+    zs = torch.cat(
+        [
+            coder.zero_shot_max(*coder.pad_segments(encoded.segments[i : i + 16]))
+            for i in range(0, len(encoded), 16)
+        ]
+    )
+    logits = 20.0 * coverage + zs - 10.0
+    thr, _ = tune_threshold(torch.sigmoid(logits).numpy(), gold_matrix(encoded, len(coder.labels)))
+    lexicon_only = _slim(evaluate_coder(coder, encoded, threshold=thr, logits=logits))
+    weight, prior = coder.config.lexical_weight, coder.config.lexical_prior
+    coder.config.lexical_weight = 0.0
+    base = score_encoded(coder, encoded)
+    coder.config.lexical_weight = weight
+    cfg = TrainConfig()
+    rng = random.Random(seed)
+    held_out, tuned_all, chosen = [], [], []
+    for _ in range(5):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        halves = [order[: len(order) // 2], order[len(order) // 2 :]]
+        for a, b in (halves, halves[::-1]):
+            ia, ib = torch.tensor(a), torch.tensor(b)
+            w, p, _ = tune_lexicon(base[ia], coverage[ia], coder, [encoded.gold[i] for i in a], cfg)
+            gold_b = [encoded.gold[i] for i in b]
+            held_out.append(fast_map(base[ib] + w * coverage[ib] * coder.lexical_reliability(p), gold_b))
+            tuned_all.append(
+                fast_map(base[ib] + weight * coverage[ib] * coder.lexical_reliability(prior), gold_b)
+            )
+            chosen.append([w, p])
+    return {
+        "lexicon_only": {
+            "dev": lexicon_only,
+            "note": "ranked by dictionary coverage alone (zero-shot cosine breaks ties); no training note",
+        },
+        "crossfit": {
+            "weight_prior_tuned_on_all_dev": [weight, prior],
+            "map_without_dictionary": round(fast_map(base, encoded.gold), 4),
+            "held_out_half_map_mean": round(sum(held_out) / len(held_out), 4),
+            "same_halves_with_all_dev_tuning": round(sum(tuned_all) / len(tuned_all), 4),
+            "chosen_per_half": chosen,
+            "note": "5 seeded 50/50 splits of dev, both directions; MAP cut at 1000 (fast_map)",
+        },
+    }
+
+
 def summary_table(ablation: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per variant: MAP, micro-F1, R@10, unseen R@10 and the 1-5 bucket's F1 / R@10."""
     rows = []
@@ -310,6 +399,7 @@ def summary_table(ablation: dict[str, Any]) -> list[dict[str, Any]]:
                 "1-5_f1": (b.get("1-5") or {}).get("f1"),
                 "1-5_r@10": (b.get("1-5") or {}).get("r@10"),
                 "unseen_bias": entry.get("unseen_bias"),
+                "lexical_weight_prior": entry.get("lexicon"),
             }
         )
     return rows
@@ -325,7 +415,9 @@ def main() -> None:
     parser.add_argument(
         "--kg", default=None, help="KG folder (default: build one under .cache/bench-models)."
     )
-    parser.add_argument("--only", default="full,text_only,no_contrastive,zero_shot,tfidf,perf")
+    parser.add_argument(
+        "--only", default="full,text_only,no_contrastive,no_lexicon,zero_shot,tfidf,perf"
+    )
     parser.add_argument("--quick", action="store_true", help="One epoch per variant (a smoke run).")
     parser.add_argument("--reuse", action="store_true", help="Reuse models trained by an earlier run.")
     parser.add_argument("--n-notes", type=int, default=100)
@@ -363,6 +455,11 @@ def main() -> None:
     if "zero_shot" in only and (MODELS / "full" / "config.json").is_file():
         logger.info("==> the zero-shot path alone")
         ablation["zero_shot_only"] = zero_shot_row(MODELS / "full")
+        logger.info("==> the dictionary match alone, and its dev tuning cross-fitted")
+        rows = dictionary_rows(MODELS / "full")
+        if rows:
+            ablation["lexicon_only"] = rows["lexicon_only"]
+            results["lexicon_crossfit"] = rows["crossfit"]
     if "tfidf" in only:
         logger.info("==> TF-IDF + one-vs-rest logistic regression")
         ablation["tfidf_lr"] = {"dev": tfidf_baseline(kg)}

@@ -73,11 +73,13 @@ __all__ = [
     "TrainResult",
     "encode_notes",
     "evaluate_coder",
+    "fast_map",
     "load_config_file",
     "prepare",
     "prepare_notes",
     "train",
     "tradeoff_metrics",
+    "tune_lexicon",
     "tune_unseen_bias",
 ]
 
@@ -137,6 +139,12 @@ class TrainConfig:
         unseen_bias_step: grid step.
         unseen_map_tolerance: dev MAP the unseen codes may cost (absolute).
         unseen_f1_tolerance: dev micro-F1 they may cost (absolute).
+        tune_lexicon: after training, count the dictionary matches of each code in the training
+            notes (:meth:`kgcode.coder.Coder.fit_lexicon`) and choose ``lexical_weight`` and
+            ``lexical_prior`` on dev (best MAP over ``lexical_weights`` x ``lexical_priors``; the
+            sweep is recorded in the model card). Needs ``lexicon`` on in the coder config.
+        lexical_weights: weights tried (0 = no dictionary match).
+        lexical_priors: priors tried.
     """
 
     seed: int = 13
@@ -170,6 +178,9 @@ class TrainConfig:
     unseen_bias_step: float = 0.1
     unseen_map_tolerance: float = 0.002
     unseen_f1_tolerance: float = 0.005
+    tune_lexicon: bool = True
+    lexical_weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0])
+    lexical_priors: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.4, 0.8])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -358,8 +369,10 @@ def score_encoded(coder: Coder, encoded: EncodedNotes, *, part: str = "all", bat
     """
     out = []
     for start in range(0, len(encoded), batch_size):
-        vec, mask = coder.pad_segments(encoded.segments[start : start + batch_size])
-        out.append(coder.score_segments(vec, mask, part=part)[0])
+        segs = encoded.segments[start : start + batch_size]
+        vec, mask = coder.pad_segments(segs)
+        lexical = coder.lexical_logits(segs) if part == "all" else None
+        out.append(coder.score_segments(vec, mask, part=part, lexical=lexical)[0])
     return torch.cat(out) if out else torch.zeros(0, len(coder.labels))
 
 
@@ -457,6 +470,58 @@ def tradeoff_metrics(
             {"map": sum(aps) / len(aps), "micro_f1": f1, "unseen_r@10": unseen_hit / max(1, unseen_gold)}
         )
     return out
+
+
+def fast_map(logits: Tensor, gold: Sequence[Sequence[int]], *, k: int = 1000) -> float:
+    """MAP cut at ``k`` (as :func:`kgcode.metrics.mean_average_precision` with ``k``), from a top-k.
+
+    Notes without gold codes are skipped; ties are broken by ``topk``'s order.
+
+    Shapes:
+        logits: ``(n, num_labels)``.
+    """
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    aps = []
+    for i, rows in enumerate(gold):
+        if not rows:
+            continue
+        hit = torch.isin(top[i], torch.as_tensor(list(rows), dtype=torch.long)).float()
+        prec = hit.cumsum(0) / torch.arange(1, k + 1, dtype=torch.float32)
+        aps.append(float((prec * hit).sum()) / len(rows))
+    return sum(aps) / len(aps) if aps else 0.0
+
+
+def tune_lexicon(
+    logits: Tensor,
+    coverage: Tensor,
+    coder: Coder,
+    gold: Sequence[Sequence[int]],
+    cfg: TrainConfig,
+) -> tuple[float, float, list[dict[str, float]]]:
+    """Choose the dictionary match's weight and prior on dev (best MAP over the grid).
+
+    Args:
+        logits: dev logits without the dictionary term.
+        coverage: dev coverage (:meth:`kgcode.coder.Coder.lexical_match`).
+        coder: the coder (its training-note match counts).
+        gold: each dev note's gold label rows.
+        cfg: the grids.
+
+    Returns:
+        ``(weight, prior, sweep)``; ties keep the smaller weight.
+
+    Shapes:
+        logits, coverage: ``(n, num_labels)``.
+    """
+    sweep = []
+    for prior in cfg.lexical_priors:
+        rel = coder.lexical_reliability(prior)
+        for weight in cfg.lexical_weights:
+            score = logits if weight == 0 else logits + weight * coverage * rel
+            sweep.append({"weight": weight, "prior": prior, "map": round(fast_map(score, gold), 4)})
+    best = max(sweep, key=lambda m: (m["map"], -m["weight"], -m["prior"]))
+    return float(best["weight"]), float(best["prior"]), sweep
 
 
 def tune_unseen_bias(
@@ -1231,6 +1296,31 @@ def train(
     if best_state is not None:
         coder.load_trainable_state_dict(best_state)
     coder.finalize()
+    lexicon_card: dict[str, Any] | None = None
+    if coder.lexicon is not None and tcfg.tune_lexicon:
+        t0 = time.perf_counter()
+        totals = coder.fit_lexicon(enc_train.segments, enc_train.gold)
+        coder.config.lexical_weight = 0.0
+        base_logits = score_encoded(coder, enc_dev)
+        coverage, _ = coder.lexical_match(enc_dev.segments)
+        weight, prior, lex_sweep = tune_lexicon(base_logits, coverage, coder, enc_dev.gold, tcfg)
+        coder.config.lexical_weight, coder.config.lexical_prior = weight, prior
+        lexicon_card = {
+            "names": coder.lexicon.num_names,
+            "training_matches": totals,
+            "weight": weight,
+            "prior": prior,
+            "min_coverage": coder.config.lexical_min_coverage,
+            "sweep": lex_sweep,
+            "tuned_on": "dev",
+        }
+        logger.info(
+            "dictionary match: weight %.2f, prior %.2f (tuned on dev) in %.1f s",
+            weight,
+            prior,
+            time.perf_counter() - t0,
+        )
+        del base_logits, coverage
     dev_logits = score_encoded(coder, enc_dev)
     unseen_sweep: list[dict[str, float]] = []
     if tcfg.tune_unseen_bias and bool(coder.unseen_mask.any()):
@@ -1265,6 +1355,7 @@ def train(
         "threshold_tuned_on": "dev",
         "unseen_bias": coder.config.unseen_bias,
         "unseen_bias_sweep": unseen_sweep,
+        "lexicon": lexicon_card,
         "seed": tcfg.seed,
         "training_seconds": round(seconds, 1),
         "world_size": world,

@@ -13,6 +13,7 @@ import torch
 from kgcode.coder import (
     CODER_FILES,
     FORMAT_VERSION,
+    LEXICON_FILE,
     Coder,
     CoderConfig,
     CoderFormatError,
@@ -138,7 +139,7 @@ def test_zero_shot_part_ranks_by_text(coder: Coder) -> None:
 
 
 def test_save_load_round_trip_gives_the_same_predictions(coder: Coder, saved: Path) -> None:
-    assert sorted(p.name for p in saved.iterdir()) == sorted(CODER_FILES)
+    assert sorted(p.name for p in saved.iterdir()) == sorted([*CODER_FILES, LEXICON_FILE])
     again = Coder.load(saved)
     assert again.labels == coder.labels and again.threshold == coder.threshold
     a = coder.predict([NOTE], top_k=5, threshold=0.0)
@@ -167,7 +168,7 @@ def test_save_replaces_atomically_and_refuses_foreign_folders(coder: Coder, tmp_
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("missing", CODER_FILES)
+@pytest.mark.parametrize("missing", [*CODER_FILES, LEXICON_FILE])
 def test_load_names_a_missing_file(saved: Path, tmp_path: Path, missing: str) -> None:
     copy = Path(shutil.copytree(saved, tmp_path / "copy"))
     (copy / missing).unlink()
@@ -180,7 +181,7 @@ def test_load_names_the_format_version(saved: Path, tmp_path: Path) -> None:
     config = json.loads((copy / "config.json").read_text())
     config["format_version"] = 99
     (copy / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CoderFormatError, match=r"format version 99.*reads version 1"):
+    with pytest.raises(CoderFormatError, match=r"format version 99.*reads versions 1, 2"):
         Coder.load(copy)
 
 
@@ -264,3 +265,71 @@ def test_unseen_bias_lifts_only_codes_without_training_notes(coder: Coder, tmp_p
     assert torch.allclose(diff[0, ~unseen], torch.tensor(0.0), atol=1e-4)
     assert torch.allclose(some, shifted[:, :5], atol=1e-4)
     assert Coder.load(folder).config.unseen_bias == 0.75
+
+
+# --------------------------------------------------------------------------- dictionary match
+
+
+def test_a_version_1_folder_loads_without_the_lexicon(coder: Coder, saved: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    copy = Path(shutil.copytree(saved, tmp_path / "v1"))
+    config = json.loads((copy / "config.json").read_text())
+    config["format_version"] = 1
+    for key in ("lexicon", "lexical_weight", "lexical_min_coverage", "lexical_prior"):
+        config["coder"].pop(key)
+    (copy / "config.json").write_text(json.dumps(config))
+    (copy / LEXICON_FILE).unlink()
+    tensors = {k: v for k, v in load_file(str(copy / "model.safetensors")).items() if "lexicon" not in k}
+    save_file(tensors, str(copy / "model.safetensors"))
+    old = Coder.load(copy)
+    assert old.lexicon is None and not old.config.lexicon
+    assert old.lexical_logits(coder.encode_notes([NOTE])) is None
+    assert old.predict([NOTE], top_k=3, threshold=0.0)[0]
+
+
+def test_lexical_counts_reliability_and_logits(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = CoderConfig.from_dict(tiny_model_config(lexical_weight=2.0, lexical_prior=0.5))
+    c = Coder.from_kg(cfg, kg, train_counts={"ICD10CM:E11.9": 3})
+    c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    train = c.encode_notes(
+        ["Type 2 diabetes mellitus without complications.", "No complications of type 2 diabetes mellitus."]
+    )
+    e119 = c.label_row["ICD10CM:E11.9"]
+    totals = c.fit_lexicon(train, [[e119], []])
+    assert totals["hits"] >= 1 and totals["matches"] > totals["hits"]
+    assert c.lexicon_counts[0, e119] == 2 and c.lexicon_counts[1, e119] == 1
+    rel = c.lexical_reliability()
+    assert rel[e119] == pytest.approx((1 + 0.5) / (2 + 1))
+    segs = c.encode_notes([NOTE])
+    cov, best = c.lexical_match(segs)
+    e1165 = c.label_row["ICD10CM:E11.65"]  # "Type 2 diabetes mellitus with hyperglycemia": sentence 0
+    assert cov[0, e1165] == pytest.approx(1.0) and best[0, e1165] == 0
+    assert ((cov > 0) == (best >= 0)).all()
+    lexical = c.lexical_logits(segs)
+    assert lexical is not None and torch.allclose(lexical, 2.0 * cov * rel)
+    vec, mask = c.pad_segments(segs)
+    plain, _ = c.score_segments(vec, mask)
+    with_lex, _ = c.score_segments(vec, mask, lexical=lexical)
+    assert torch.allclose(with_lex - plain, lexical, atol=1e-5)
+    out = c.predict([NOTE], top_k=3, threshold=0.0)[0]
+    assert out[0]["code"] == "ICD10CM:E11.65"
+    first = out[0]["evidence"][0]
+    assert first["matched"] and first["sentence"].startswith("Type 2 diabetes mellitus with hyperglycemia")
+    again = Coder.load(c.save(tmp_path / "lex"))
+    assert torch.equal(again.lexicon_counts, c.lexicon_counts) and again.config.lexical_weight == 2.0
+    assert [r["code"] for r in again.predict([NOTE], top_k=3, threshold=0.0)[0]] == [r["code"] for r in out]
+
+
+def test_two_stage_scoring_puts_dictionary_matches_among_the_candidates(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = CoderConfig.from_dict(tiny_model_config(lexical_weight=50.0, rerank_k=2))
+    c = Coder.from_kg(cfg, kg).attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    segs = c.encode_notes(["Fracture of the neck of the left femur."])
+    vec, mask = c.pad_segments(segs)
+    lexical = c.lexical_logits(segs)
+    assert lexical is not None
+    scores, _ = c.score_segments(vec, mask, lexical=lexical)
+    best = lexical[0].max()
+    assert best > 0 and lexical[0, int(scores[0].argmax())] == best  # a full match tops the list
+    plain, _ = c.score_segments(vec, mask)
+    assert lexical[0, int(plain[0].argmax())] < best  # without the dictionary term it would not

@@ -231,3 +231,46 @@ def test_training_records_the_unseen_bias_sweep(result) -> None:  # noqa: ANN001
     card = result.coder.card
     assert card["unseen_bias"] == result.coder.config.unseen_bias
     assert card["unseen_bias_sweep"] and "unseen_r@10" in card["unseen_bias_sweep"][0]
+
+
+def test_fast_map_agrees_with_the_metrics_module() -> None:
+    from kgcode.metrics import mean_average_precision
+    from kgcode.training import fast_map
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 50, generator=gen)
+    gold = [[1, 7], [3], [], [10, 11, 12], [49], [0, 25]]
+    dense = np.zeros((6, 50), dtype=bool)
+    for i, rows in enumerate(gold):
+        dense[i, rows] = True
+    assert fast_map(logits, gold) == pytest.approx(mean_average_precision(logits.numpy(), dense))
+    assert fast_map(logits, gold, k=5) == pytest.approx(mean_average_precision(logits.numpy(), dense, k=5))
+
+
+def test_lexicon_weight_and_prior_are_tuned_on_dev(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    from kgcode.training import tune_lexicon
+
+    cfg = CoderConfig.from_dict(tiny_model_config())
+    c = Coder.from_kg(cfg, kg).attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    n = len(c.labels)
+    logits = torch.zeros(2, n)
+    logits[:, 0] = 1.0  # the model prefers a wrong code
+    coverage = torch.zeros(2, n)
+    coverage[0, 5] = coverage[1, 6] = 1.0  # the dictionary finds the gold codes
+    c.lexicon_counts = torch.zeros(2, n)
+    grid = TrainConfig(lexical_weights=[0.0, 1.0, 4.0], lexical_priors=[0.1, 0.5])
+    weight, prior, sweep = tune_lexicon(logits, coverage, c, [[5], [6]], grid)
+    assert len(sweep) == 6 and {s["weight"] for s in sweep} == {0.0, 1.0, 4.0}
+    # the smallest (weight, prior) that lifts the gold codes above the wrong one: 4 x 0.5 = 2 > 1
+    assert (weight, prior) == (4.0, 0.5) and max(s["map"] for s in sweep) == 1.0
+    useless = torch.zeros(2, n)
+    assert tune_lexicon(logits, useless, c, [[5], [6]], grid)[0] == 0.0  # no gain: the weight stays 0
+
+
+def test_training_records_the_dictionary_match(result) -> None:  # noqa: ANN001
+    lex = result.coder.card["lexicon"]
+    coder = result.coder
+    assert lex["tuned_on"] == "dev" and lex["names"] == coder.lexicon.num_names
+    assert lex["weight"] == coder.config.lexical_weight and lex["prior"] == coder.config.lexical_prior
+    assert lex["training_matches"]["matches"] == int(coder.lexicon_counts[0].sum()) > 0
+    assert len(lex["sweep"]) == len(TrainConfig().lexical_weights) * len(TrainConfig().lexical_priors)

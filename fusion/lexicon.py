@@ -1,0 +1,248 @@
+"""Dictionary matching of a note's sentences against code names (titles and inclusion terms).
+
+A code name matches a sentence by the share of its informative words the sentence contains:
+``coverage(name, sentence) = sum(idf(w) for w in name if w in sentence) / sum(idf(w) for w in name)``,
+with words lower-cased, cut to their first ``token_prefix`` characters (8: joins some word forms,
+``hypertensive``/``hypertension``; on CodiEsp dev 8 beat 5, 6, whole words and plural stripping)
+and a short stop list removed. A code's coverage in a note is the best over its names and the
+note's sentences, and that sentence is its lexical evidence.
+
+This is the classic dictionary look-up of the CodiEsp systems, as a score beside the learned
+ones: it needs no training note, so it reaches codes the supervised path has never seen, and the
+coder learns from the training notes how far to trust each code's matches
+(:meth:`kgcode.coder.Coder.fit_lexicon`).
+
+Matching is one sparse product: a ``names x words`` matrix (each row the IDF share of its words)
+times the 0/1 ``words x sentences`` matrix of a note gives every name's coverage in every
+sentence (~4 ms for a CodiEsp note against the ~110,000 names of ICD-10-CM on one core).
+
+Example:
+    >>> lex = Lexicon([["Calculus of kidney", "Renal stone"], ["Essential hypertension"]])
+    >>> cov, best = lex.match(["She has a renal stone.", "No fever."])
+    >>> round(float(cov[0]), 2), int(best[0]), round(float(cov[1]), 2), int(best[1])
+    (1.0, 0, 0.0, -1)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DEFAULT_STOPWORDS", "LEXICON_FORMAT", "Lexicon"]
+
+LEXICON_FORMAT = "kgcode-lexicon"
+LEXICON_FORMAT_VERSION = 1
+
+#: Function words and the boilerplate of ICD titles ("other", "unspecified", "NOS", "in diseases
+#: classified elsewhere"): they carry no evidence of one code over another.
+DEFAULT_STOPWORDS: tuple[str, ...] = tuple(
+    sorted(
+        set(
+            [
+                "a",
+                "an",
+                "the",
+                "of",
+                "in",
+                "on",
+                "and",
+                "or",
+                "with",
+                "without",
+                "to",
+                "for",
+                "by",
+                "due",
+                "as",
+                "at",
+                "from",
+                "other",
+                "unspecified",
+                "specified",
+                "nos",
+                "not",
+                "elsewhere",
+                "classified",
+                "site",
+                "type",
+                "condition",
+                "part",
+                "use",
+                "additional",
+                "code",
+                "first",
+                "disorder",
+                "disorders",
+                "disease",
+                "diseases",
+            ]
+        )
+    )
+)
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class Lexicon:
+    """Sparse name matcher over a fixed list of labels.
+
+    Args:
+        names: for each label (row), its names; a label may have none.
+        token_prefix: words are cut to this many characters.
+        stopwords: words ignored in names and sentences.
+
+    Attributes:
+        num_labels: number of labels (rows).
+        num_names: number of (label, name) entries with at least one informative word.
+    """
+
+    #: sentences matched together (one dense ``num_names x block`` array: ~14 MB for 110k x 32)
+    _SENTENCE_BLOCK = 32
+
+    def __init__(
+        self,
+        names: Sequence[Sequence[str]],
+        *,
+        token_prefix: int = 8,
+        stopwords: Sequence[str] = DEFAULT_STOPWORDS,
+    ) -> None:
+        if token_prefix < 1:
+            raise ValueError(f"token_prefix={token_prefix}: expected a positive number of characters")
+        self.token_prefix = int(token_prefix)
+        self.stopwords = tuple(sorted(set(stopwords)))
+        self._stop = frozenset(self.stopwords)
+        self.names = [list(dict.fromkeys(n for n in label_names if n)) for label_names in names]
+        self.num_labels = len(self.names)
+        entries: list[tuple[int, list[str]]] = []
+        for row, label_names in enumerate(self.names):
+            for name in label_names:
+                words = sorted(set(self.tokens(name)))
+                if words:
+                    entries.append((row, words))
+        self.num_names = len(entries)
+        df: dict[str, int] = {}
+        for _, words in entries:
+            for w in words:
+                df[w] = df.get(w, 0) + 1
+        n = max(1, len(entries))
+        idf = {w: math.log(n / c) + 1e-3 for w, c in df.items()}
+        self._vocab = {w: j for j, w in enumerate(sorted(df))}
+        crow, cols, vals = [0], [], []
+        for _, words in entries:
+            total = sum(idf[w] for w in words)
+            cols.extend(self._vocab[w] for w in words)
+            vals.extend(idf[w] / total for w in words)
+            crow.append(len(cols))
+        # names x words, each row the IDF share of its words (a row sums to 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            self._matrix = torch.sparse_csr_tensor(
+                torch.tensor(crow, dtype=torch.int64),
+                torch.tensor(cols, dtype=torch.int64),
+                torch.tensor(vals, dtype=torch.float32),
+                size=(len(entries), max(1, len(self._vocab))),
+            )
+        self._name_row = np.asarray([row for row, _ in entries], dtype=np.int64)
+
+    # ------------------------------------------------------------------ matching
+
+    def tokens(self, text: str) -> list[str]:
+        """The informative words of a text (lower-cased, cut to ``token_prefix``, stop words removed)."""
+        p = self.token_prefix
+        return [w[:p] for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in self._stop]
+
+    def match(self, sentences: Sequence[str], min_coverage: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Each label's best coverage over its names and the sentences, and the sentence it came from.
+
+        Args:
+            sentences: the note's sentences (or any segments).
+            min_coverage: coverages below this count as no match (a floor of 0.5 also skips the
+                many names that share one common word with the note, which is most of the work).
+
+        Returns:
+            ``(coverage, best)``: coverage in [0, 1] (0 when nothing matches) and the index of
+            the best sentence (-1 when nothing matches).
+
+        Shapes:
+            coverage: ``(num_labels,)`` float32; best: ``(num_labels,)`` int64.
+        """
+        coverage = np.zeros(self.num_labels, dtype=np.float32)
+        best = np.full(self.num_labels, -1, dtype=np.int64)
+        if not self.num_names:
+            return coverage, best
+        n = self.num_names
+        name_cov = torch.zeros(n)
+        name_sent = torch.full((n,), -1, dtype=torch.long)
+        for first in range(0, len(sentences), self._SENTENCE_BLOCK):
+            block = sentences[first : first + self._SENTENCE_BLOCK]
+            words = torch.zeros(self._matrix.shape[1], len(block))
+            for s, sentence in enumerate(block):
+                cols = [self._vocab[w] for w in set(self.tokens(sentence)) if w in self._vocab]
+                if cols:
+                    words[cols, s] = 1.0
+            # coverage of every name in every sentence of the block: one sparse x dense product
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cov = self._matrix @ words  # (names, block)
+            val, arg = cov.max(dim=1)  # ties keep the earlier sentence
+            better = val > name_cov + 1e-6
+            name_cov = torch.where(better, val, name_cov)
+            name_sent = torch.where(better, arg + first, name_sent)
+        name_cov, name_sent = name_cov.numpy(), name_sent.numpy()
+        hit = np.flatnonzero((name_cov > 0) & (name_cov >= min_coverage - 1e-6))
+        if not len(hit):
+            return coverage, best
+        cov, sent, rows = np.minimum(name_cov[hit], 1.0), name_sent[hit], self._name_row[hit]
+        # the best name per label: sort by (row, -coverage, sentence) and take each row's first
+        order = np.lexsort((sent, -cov, rows))
+        rows, cov, sent = rows[order], cov[order], sent[order]
+        first_of_row = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        coverage[rows[first_of_row]] = cov[first_of_row]
+        best[rows[first_of_row]] = sent[first_of_row]
+        return coverage, best
+
+    # ------------------------------------------------------------------ saving
+
+    def to_dict(self, labels: Sequence[str]) -> dict[str, Any]:
+        """A JSON-ready description (``lexicon.json`` of a coder folder).
+
+        Args:
+            labels: the label codes, one per row (the names are stored by code, so the file is
+                readable and editable).
+        """
+        if len(labels) != self.num_labels:
+            raise ValueError(f"{len(labels)} labels for a lexicon of {self.num_labels} rows")
+        return {
+            "format": LEXICON_FORMAT,
+            "format_version": LEXICON_FORMAT_VERSION,
+            "token_prefix": self.token_prefix,
+            "stopwords": list(self.stopwords),
+            "names": {code: names for code, names in zip(labels, self.names, strict=True) if names},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], labels: Sequence[str]) -> Lexicon:
+        """Rebuild from :meth:`to_dict` output for these labels (names of unknown codes are ignored).
+
+        Raises:
+            ValueError: not a lexicon of a known format version.
+        """
+        if data.get("format") != LEXICON_FORMAT or data.get("format_version") != LEXICON_FORMAT_VERSION:
+            raise ValueError(
+                f"not a {LEXICON_FORMAT} of format version {LEXICON_FORMAT_VERSION} "
+                f"(format {data.get('format')!r}, version {data.get('format_version')!r})"
+            )
+        by_code = data.get("names") or {}
+        if not isinstance(by_code, Mapping):
+            raise ValueError("'names' must map codes to lists of names")
+        return cls(
+            [list(by_code.get(code) or ()) for code in labels],
+            token_prefix=int(data.get("token_prefix", 8)),
+            stopwords=list(data.get("stopwords", DEFAULT_STOPWORDS)),
+        )
