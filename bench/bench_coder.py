@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +120,62 @@ def tfidf_baseline(kg: Any, seed: int = 13) -> dict[str, Any]:
 # --------------------------------------------------------------------------- coder variants
 
 
-def variants(config: Path, quick: bool) -> dict[str, dict[str, Any]]:
-    """The ablation: overrides of the benchmarked config."""
+def variants(config: Path, quick: bool, seeds: Sequence[int] = ()) -> dict[str, dict[str, Any]]:
+    """The ablation: overrides of the benchmarked config (``seeds``: more seeds of full and text-only)."""
     from kgcode.training import load_config_file
 
     model, training, _ = load_config_file(config)
     base_model, base_train = model.to_dict(), dict(training.__dict__)
     if quick:
         base_train.update(epochs=1, pretrain_epochs=1, pretrain_max_pairs=5_000)
+    text_model = {**base_model, "gnn": None, "gnn_kwargs": {}}
     return {
         "full": {"model": base_model, "training": base_train},
-        "text_only": {"model": {**base_model, "gnn": None, "gnn_kwargs": {}}, "training": base_train},
+        "text_only": {"model": text_model, "training": base_train},
         "no_contrastive": {"model": base_model, "training": {**base_train, "pretrain_epochs": 0}},
         "no_lexicon": {"model": {**base_model, "lexicon": False}, "training": base_train},
+        **{
+            f"{name}_seed{seed}": {"model": model_, "training": {**base_train, "seed": seed}}
+            for seed in seeds
+            for name, model_ in (("full", base_model), ("text_only", text_model))
+        },
     }
+
+
+def kg_margin(ablation: dict[str, Any], base_seed: int) -> dict[str, Any]:
+    """Full minus text-only (what the graph encoder adds), per seed, with mean and standard deviation."""
+    pairs = {base_seed: ("full", "text_only")}
+    for name in ablation:
+        if name.startswith("full_seed"):
+            seed = int(name.removeprefix("full_seed"))
+            if f"text_only_seed{seed}" in ablation:
+                pairs[seed] = (name, f"text_only_seed{seed}")
+
+    def values(m: dict[str, Any]) -> dict[str, float]:
+        b = m.get("buckets") or {}
+        return {
+            "map": m["map"],
+            "micro_f1": m["micro_f1"],
+            "unseen_f1": b["unseen"]["f1"],
+            "unseen_r@10": b["unseen"]["r@10"],
+            "1-5_f1": b["1-5"]["f1"],
+            "1-5_r@10": b["1-5"]["r@10"],
+        }
+
+    per_seed = {}
+    for seed, (full, text) in sorted(pairs.items()):
+        if full in ablation and text in ablation:
+            f, t = values(ablation[full]["dev"]), values(ablation[text]["dev"])
+            per_seed[seed] = {k: round(f[k] - t[k], 4) for k in f}
+    keys = next(iter(per_seed.values())).keys() if per_seed else []
+    summary = {
+        k: {
+            "mean": round(statistics.mean(d[k] for d in per_seed.values()), 4),
+            "std": round(statistics.stdev(d[k] for d in per_seed.values()), 4) if len(per_seed) > 1 else None,
+        }
+        for k in keys
+    }
+    return {"per_seed": per_seed, "mean_std": summary, "note": "full - text_only on CodiEsp dev"}
 
 
 _PREPARED: dict[str, Any] = {}
@@ -217,9 +260,24 @@ def train_variant(
 # --------------------------------------------------------------------------- performance (child process)
 
 
-def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[str, Any]:
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process in MB: ``VmHWM`` of ``/proc/self/status`` (Linux).
+
+    ``ru_maxrss`` is not used: Linux carries the parent's peak over ``fork`` + ``exec``, so a child
+    started by a benchmark that has trained models would report the parent's gigabytes.
+    """
     import resource
 
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[str, Any]:
     import torch
 
     from kgcode.coder import Coder
@@ -248,6 +306,7 @@ def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[
         coder.encode_notes(sample)
         encode_runs.append(time.perf_counter() - t)
     predict_s, encode_s = statistics.median(predict_runs), statistics.median(encode_runs)
+    predict_peak = _peak_rss_mb()  # before the evaluation below, which holds dev-wide score matrices
     encoded = encode_notes(coder, notes, inference=True)
     m = evaluate_coder(coder, encoded)
     return {
@@ -263,7 +322,8 @@ def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[
         "encoder_seconds_runs": [round(x, 2) for x in encode_runs],
         "threads": torch.get_num_threads(),
         "num_labels": len(coder.labels),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb_predict": predict_peak,
         "dev": _slim(m),
     }
 
@@ -416,9 +476,14 @@ def main() -> None:
         "--kg", default=None, help="KG folder (default: build one under .cache/bench-models)."
     )
     parser.add_argument(
-        "--only", default="full,text_only,no_contrastive,no_lexicon,zero_shot,tfidf,perf"
+        "--only", default="full,text_only,no_contrastive,no_lexicon,seeds,zero_shot,tfidf,perf"
     )
     parser.add_argument("--quick", action="store_true", help="One epoch per variant (a smoke run).")
+    parser.add_argument(
+        "--seeds",
+        default="14,15",
+        help="More training seeds of full and text-only, for the graph encoder's margin (comma list).",
+    )
     parser.add_argument("--reuse", action="store_true", help="Reuse models trained by an earlier run.")
     parser.add_argument("--n-notes", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3, help="Timed predict runs (the median is kept).")
@@ -445,9 +510,10 @@ def main() -> None:
     results["quick"] = args.quick
     kg = _kg(args.kg)
     ablation = results.setdefault("ablation", {})
-    specs = variants(args.config, args.quick)
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    specs = variants(args.config, args.quick, seeds)
     for name, spec in specs.items():
-        if name in only:
+        if name in only or ("seeds" in only and "_seed" in name):
             logger.info("==> training %s", name)
             ablation[name] = train_variant(name, spec, kg, args.reuse, specs["full"])
             RESULTS.mkdir(parents=True, exist_ok=True)
@@ -470,6 +536,7 @@ def main() -> None:
         }
     results["training_seconds_full"] = (ablation.get("full") or {}).get("training_seconds")
     results["table"] = summary_table(ablation)
+    results["kg_margin"] = kg_margin(ablation, int(specs["full"]["training"]["seed"]))
     if "full" in ablation:
         results["buckets_full"] = ablation["full"]["dev"].get("buckets")
     RESULTS.mkdir(parents=True, exist_ok=True)
