@@ -73,7 +73,9 @@ __all__ = [
     "TrainResult",
     "encode_notes",
     "evaluate_coder",
+    "average_precisions",
     "fast_map",
+    "lexicon_sweep",
     "load_config_file",
     "prepare",
     "prepare_notes",
@@ -141,8 +143,9 @@ class TrainConfig:
         unseen_f1_tolerance: dev micro-F1 they may cost (absolute).
         tune_lexicon: after training, count the dictionary matches of each code in the training
             notes (:meth:`kgcode.coder.Coder.fit_lexicon`) and choose ``lexical_weight`` and
-            ``lexical_prior`` on dev (best MAP over ``lexical_weights`` x ``lexical_priors``; the
-            sweep is recorded in the model card). Needs ``lexicon`` on in the coder config.
+            ``lexical_prior`` on dev (best MAP over ``lexical_weights`` x ``lexical_priors``, each
+            grid point scored end to end; the sweep is recorded in the model card). Needs
+            ``lexicon`` on in the coder config.
         lexical_weights: weights tried (0 = no dictionary match).
         lexical_priors: priors tried.
     """
@@ -179,8 +182,8 @@ class TrainConfig:
     unseen_map_tolerance: float = 0.002
     unseen_f1_tolerance: float = 0.005
     tune_lexicon: bool = True
-    lexical_weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0])
-    lexical_priors: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.4, 0.8])
+    lexical_weights: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
+    lexical_priors: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.4, 0.8])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -472,56 +475,105 @@ def tradeoff_metrics(
     return out
 
 
-def fast_map(logits: Tensor, gold: Sequence[Sequence[int]], *, k: int = 1000) -> float:
-    """MAP cut at ``k`` (as :func:`kgcode.metrics.mean_average_precision` with ``k``), from a top-k.
+def average_precisions(logits: Tensor, gold: Sequence[Sequence[int]], *, k: int = 1000) -> Tensor:
+    """Each note's average precision cut at ``k`` (as :func:`kgcode.metrics.mean_average_precision`).
 
-    Notes without gold codes are skipped; ties are broken by ``topk``'s order.
+    Ties are broken by ``topk``'s order. Notes without gold codes get NaN.
+
+    Shapes:
+        logits: ``(n, num_labels)``; output: ``(n,)``.
+    """
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    out = torch.full((len(gold),), float("nan"))
+    ranks = torch.arange(1, k + 1, dtype=torch.float32)
+    for i, rows in enumerate(gold):
+        if rows:
+            hit = torch.isin(top[i], torch.as_tensor(list(rows), dtype=torch.long)).float()
+            out[i] = float((hit.cumsum(0) / ranks * hit).sum()) / len(rows)
+    return out
+
+
+def fast_map(logits: Tensor, gold: Sequence[Sequence[int]], *, k: int = 1000) -> float:
+    """MAP cut at ``k`` from a top-k (:func:`average_precisions` averaged over notes with gold codes).
 
     Shapes:
         logits: ``(n, num_labels)``.
     """
-    k = min(k, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    aps = []
-    for i, rows in enumerate(gold):
-        if not rows:
-            continue
-        hit = torch.isin(top[i], torch.as_tensor(list(rows), dtype=torch.long)).float()
-        prec = hit.cumsum(0) / torch.arange(1, k + 1, dtype=torch.float32)
-        aps.append(float((prec * hit).sum()) / len(rows))
-    return sum(aps) / len(aps) if aps else 0.0
+    ap = average_precisions(logits, gold, k=k)
+    ap = ap[~ap.isnan()]
+    return float(ap.mean()) if len(ap) else 0.0
+
+
+def lexicon_sweep(coder: Coder, encoded: EncodedNotes, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Score the notes with every (weight, prior) of the grid, exactly as the coder will predict.
+
+    The dictionary term enters both scoring stages (a matched code becomes a candidate), so each
+    grid point is scored end to end rather than added to fixed logits afterwards. The coder's
+    ``lexical_weight`` / ``lexical_prior`` are restored.
+
+    Args:
+        coder: a finalized coder with a lexicon and its training-note counts.
+        encoded: the (dev) notes.
+        cfg: the grids ``lexical_weights`` x ``lexical_priors``.
+
+    Returns:
+        One ``{"weight", "prior", "ap"}`` per grid point; ``ap`` holds each note's average
+        precision (:func:`average_precisions`), so any subset of notes can be scored later.
+    """
+    saved = coder.config.lexical_weight, coder.config.lexical_prior
+    sweep: list[dict[str, Any]] = []
+    try:
+        for prior in cfg.lexical_priors:
+            for weight in cfg.lexical_weights:
+                if weight == 0 and any(s["weight"] == 0 for s in sweep):
+                    sweep.append(
+                        {
+                            "weight": 0.0,
+                            "prior": prior,
+                            "ap": next(s["ap"] for s in sweep if s["weight"] == 0),
+                        }
+                    )
+                    continue
+                coder.config.lexical_weight, coder.config.lexical_prior = weight, prior
+                sweep.append(
+                    {
+                        "weight": weight,
+                        "prior": prior,
+                        "ap": average_precisions(score_encoded(coder, encoded), encoded.gold),
+                    }
+                )
+    finally:
+        coder.config.lexical_weight, coder.config.lexical_prior = saved
+    return sweep
 
 
 def tune_lexicon(
-    logits: Tensor,
-    coverage: Tensor,
-    coder: Coder,
-    gold: Sequence[Sequence[int]],
-    cfg: TrainConfig,
+    sweep: Sequence[Mapping[str, Any]], notes: Sequence[int] | None = None
 ) -> tuple[float, float, list[dict[str, float]]]:
-    """Choose the dictionary match's weight and prior on dev (best MAP over the grid).
+    """Choose the dictionary match's weight and prior: the best MAP of the sweep over ``notes``.
 
     Args:
-        logits: dev logits without the dictionary term.
-        coverage: dev coverage (:meth:`kgcode.coder.Coder.lexical_match`).
-        coder: the coder (its training-note match counts).
-        gold: each dev note's gold label rows.
-        cfg: the grids.
+        sweep: :func:`lexicon_sweep` output.
+        notes: the notes (indices) to choose on (default: all).
 
     Returns:
-        ``(weight, prior, sweep)``; ties keep the smaller weight.
-
-    Shapes:
-        logits, coverage: ``(n, num_labels)``.
+        ``(weight, prior, table)``; ties keep the smaller weight, then the smaller prior. ``table``
+        has the MAP of every grid point over ``notes``.
     """
-    sweep = []
-    for prior in cfg.lexical_priors:
-        rel = coder.lexical_reliability(prior)
-        for weight in cfg.lexical_weights:
-            score = logits if weight == 0 else logits + weight * coverage * rel
-            sweep.append({"weight": weight, "prior": prior, "map": round(fast_map(score, gold), 4)})
-    best = max(sweep, key=lambda m: (m["map"], -m["weight"], -m["prior"]))
-    return float(best["weight"]), float(best["prior"]), sweep
+    table = []
+    for entry in sweep:
+        ap = entry["ap"] if notes is None else entry["ap"][torch.as_tensor(list(notes), dtype=torch.long)]
+        ap = ap[~ap.isnan()]
+        table.append(
+            {
+                "weight": entry["weight"],
+                "prior": entry["prior"],
+                "map": round(float(ap.mean()) if len(ap) else 0.0, 4),
+            }
+        )
+    best = max(table, key=lambda m: (m["map"], -m["weight"], -m["prior"]))
+    return float(best["weight"]), float(best["prior"]), table
 
 
 def tune_unseen_bias(
@@ -1300,10 +1352,7 @@ def train(
     if coder.lexicon is not None and tcfg.tune_lexicon:
         t0 = time.perf_counter()
         totals = coder.fit_lexicon(enc_train.segments, enc_train.gold)
-        coder.config.lexical_weight = 0.0
-        base_logits = score_encoded(coder, enc_dev)
-        coverage, _ = coder.lexical_match(enc_dev.segments)
-        weight, prior, lex_sweep = tune_lexicon(base_logits, coverage, coder, enc_dev.gold, tcfg)
+        weight, prior, lex_sweep = tune_lexicon(lexicon_sweep(coder, enc_dev, tcfg))
         coder.config.lexical_weight, coder.config.lexical_prior = weight, prior
         lexicon_card = {
             "names": coder.lexicon.num_names,
@@ -1320,7 +1369,6 @@ def train(
             prior,
             time.perf_counter() - t0,
         )
-        del base_logits, coverage
     dev_logits = score_encoded(coder, enc_dev)
     unseen_sweep: list[dict[str, float]] = []
     if tcfg.tune_unseen_bias and bool(coder.unseen_mask.any()):

@@ -248,23 +248,26 @@ def test_fast_map_agrees_with_the_metrics_module() -> None:
 
 
 def test_lexicon_weight_and_prior_are_tuned_on_dev(kg, tmp_path: Path) -> None:  # noqa: ANN001
-    from kgcode.training import tune_lexicon
+    from kgcode.training import EncodedNotes, lexicon_sweep, tune_lexicon
 
-    cfg = CoderConfig.from_dict(tiny_model_config())
+    cfg = CoderConfig.from_dict(tiny_model_config(rerank_k=4))
     c = Coder.from_kg(cfg, kg).attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
-    n = len(c.labels)
-    logits = torch.zeros(2, n)
-    logits[:, 0] = 1.0  # the model prefers a wrong code
-    coverage = torch.zeros(2, n)
-    coverage[0, 5] = coverage[1, 6] = 1.0  # the dictionary finds the gold codes
-    c.lexicon_counts = torch.zeros(2, n)
-    grid = TrainConfig(lexical_weights=[0.0, 1.0, 4.0], lexical_priors=[0.1, 0.5])
-    weight, prior, sweep = tune_lexicon(logits, coverage, c, [[5], [6]], grid)
-    assert len(sweep) == 6 and {s["weight"] for s in sweep} == {0.0, 1.0, 4.0}
-    # the smallest (weight, prior) that lifts the gold codes above the wrong one: 4 x 0.5 = 2 > 1
-    assert (weight, prior) == (4.0, 0.5) and max(s["map"] for s in sweep) == 1.0
-    useless = torch.zeros(2, n)
-    assert tune_lexicon(logits, useless, c, [[5], [6]], grid)[0] == 0.0  # no gain: the weight stays 0
+    notes = ["Fracture of the neck of the left femur, initial encounter.", "Hypoglycemia, unspecified."]
+    segs = c.encode_notes(notes)
+    gold = [[c.label_row["ICD10CM:S72.002A"]], [c.label_row["ICD10CM:E16.2"]]]
+    encoded = EncodedNotes(["a", "b"], gold, segs)
+    c.fit_lexicon(segs, gold)
+    grid = TrainConfig(lexical_weights=[0.0, 2.0, 20.0], lexical_priors=[0.1, 0.5])
+    sweep = lexicon_sweep(c, encoded, grid)
+    assert len(sweep) == 6 and all(e["ap"].shape == (2,) for e in sweep)
+    assert c.config.lexical_weight == cfg.lexical_weight  # restored after the sweep
+    weight, prior, table = tune_lexicon(sweep)
+    by = {(m["weight"], m["prior"]): m["map"] for m in table}
+    assert by[(20.0, 0.5)] > by[(0.0, 0.1)]  # naming the codes puts them on top, through the candidates
+    assert weight > 0 and by[(weight, prior)] == max(by.values())
+    # choosing on a subset of notes uses only their average precisions
+    flat = [{**e, "ap": torch.tensor([1.0, float("nan")])} for e in sweep]
+    assert tune_lexicon(flat, [0])[:2] == (0.0, 0.1)  # all tie: the smallest weight and prior
 
 
 def test_training_records_the_dictionary_match(result) -> None:  # noqa: ANN001
@@ -274,3 +277,4 @@ def test_training_records_the_dictionary_match(result) -> None:  # noqa: ANN001
     assert lex["weight"] == coder.config.lexical_weight and lex["prior"] == coder.config.lexical_prior
     assert lex["training_matches"]["matches"] == int(coder.lexicon_counts[0].sum()) > 0
     assert len(lex["sweep"]) == len(TrainConfig().lexical_weights) * len(TrainConfig().lexical_priors)
+    assert {"weight", "prior", "map"} <= set(lex["sweep"][0])
