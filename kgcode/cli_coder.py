@@ -66,8 +66,9 @@ def _load_coder(model: Path) -> Any:
 @click.option("--kg", "kg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="KG folder (default: the last KG built).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT.checkpoints/.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Embedding cache (default: <kgcode cache>/embeddings).")
+@click.option("--embedding-cache", "--cache-dir", "cache_dir",
+              type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Text-embedding cache folder (default: <kgcode cache>/embeddings).")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.pass_context
 def train_command(

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 @click.option("--gnn-epochs", default=None, type=click.IntRange(1, 10_000), help="Graph-encoder epochs.")
 @click.option(
     "--embedding-cache",
+    "--cache-dir",
+    "embedding_cache",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Text-embedding cache folder (default: <cache dir>/embeddings).",

@@ -57,7 +57,7 @@ def test_train_resume_and_user_errors(model: Path, tmp_path: Path) -> None:
     out = tmp_path / "again"
     shutil.copytree(Path(f"{model}.checkpoints"), Path(f"{out}.checkpoints"))
     result = run("train", "--train", TRAIN, "--dev", DEV, "--out", out, "--config", cfg, "--kg", kg_dir,
-                 "--cache-dir", model.parent / "emb", "--resume")
+                 "--embedding-cache", model.parent / "emb", "--resume")  # the same option as --cache-dir
     assert result.exit_code == 0, result.output
     history = json.loads((out / "model_card.json").read_text())["history"]
     assert [h["epoch"] for h in history if h["stage"] == "notes"] == [1, 2, 3]

@@ -491,8 +491,11 @@ def test_train_linker_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     loaded = load_default_predictor(make_world())
     assert loaded is not None and loaded.card["holdout_codes"] == 0
     out = tmp_path / "elsewhere"
-    result = CliRunner().invoke(linker_command, ["--kg", str(kg_dir), "--gnn-epochs", "2", "--out", str(out)])
+    cache = tmp_path / "emb"  # --cache-dir: the spelling `kgcode train` uses, same as --embedding-cache
+    args = ["--kg", str(kg_dir), "--gnn-epochs", "2", "--out", str(out), "--cache-dir", str(cache)]
+    result = CliRunner().invoke(linker_command, args)
     assert result.exit_code == 0 and (out / "model.safetensors").is_file()
+    assert any(cache.glob("*.safetensors"))
 
 
 def test_refit_reranker_for_ablations(world: KnowledgeGraph) -> None:
