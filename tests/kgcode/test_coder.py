@@ -333,3 +333,21 @@ def test_two_stage_scoring_puts_dictionary_matches_among_the_candidates(kg, tmp_
     assert best > 0 and lexical[0, int(scores[0].argmax())] == best  # a full match tops the list
     plain, _ = c.score_segments(vec, mask)
     assert lexical[0, int(plain[0].argmax())] < best  # without the dictionary term it would not
+
+
+def test_load_names_a_damaged_lexicon(saved: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(saved, tmp_path / "copy"))
+    data = json.loads((copy / LEXICON_FILE).read_text())
+    (copy / LEXICON_FILE).write_text(json.dumps({**data, "format_version": 7}))
+    with pytest.raises(CoderFormatError, match=r"lexicon.json: not a kgcode-lexicon of format version 1"):
+        Coder.load(copy)
+    (copy / LEXICON_FILE).write_text("{not json")
+    with pytest.raises(CoderFormatError, match=r"lexicon.json: unreadable JSON"):
+        Coder.load(copy)
+    from safetensors.torch import load_file, save_file
+
+    fresh = Path(shutil.copytree(saved, tmp_path / "fresh"))
+    tensors = {k: v for k, v in load_file(str(fresh / "model.safetensors")).items() if k != "lexicon.hits"}
+    save_file(tensors, str(fresh / "model.safetensors"))
+    with pytest.raises(CoderFormatError, match=r"model.safetensors: no lexicon.matches / lexicon.hits"):
+        Coder.load(fresh)
