@@ -364,15 +364,6 @@ def zero_shot_row(model: Path) -> dict[str, Any]:
     }
 
 
-def _mean_ap(ap: Any, notes: Any) -> float:
-    """Mean of per-note average precisions over some notes (NaN = no gold code, skipped)."""
-    import torch
-
-    sub = ap[torch.as_tensor(list(notes), dtype=torch.long)]
-    sub = sub[~sub.isnan()]
-    return float(sub.mean()) if len(sub) else 0.0
-
-
 def dictionary_rows(model: Path, seed: int = 13) -> dict[str, Any]:
     """The dictionary match alone, and an honest estimate of its dev-tuned weight and prior.
 
@@ -396,6 +387,7 @@ def dictionary_rows(model: Path, seed: int = 13) -> dict[str, Any]:
         evaluate_coder,
         gold_matrix,
         lexicon_sweep,
+        mean_ap,
         prepare_notes,
         tune_lexicon,
     )
@@ -426,8 +418,8 @@ def dictionary_rows(model: Path, seed: int = 13) -> dict[str, Any]:
         halves = [order[: len(order) // 2], order[len(order) // 2 :]]
         for a, b in (halves, halves[::-1]):
             w, p, _ = tune_lexicon(sweep, a)
-            held_out.append(_mean_ap(at[(w, p)], b))
-            tuned_all.append(_mean_ap(at.get((weight, prior), at[(w, p)]), b))
+            held_out.append(mean_ap(at[(w, p)], b))
+            tuned_all.append(mean_ap(at.get((weight, prior), at[(w, p)]), b))
             chosen.append([w, p])
     return {
         "lexicon_only": {
@@ -436,7 +428,7 @@ def dictionary_rows(model: Path, seed: int = 13) -> dict[str, Any]:
         },
         "crossfit": {
             "weight_prior_tuned_on_all_dev": [weight, prior],
-            "map_without_dictionary": round(_mean_ap(at[(0.0, sweep[0]["prior"])], range(len(encoded))), 4),
+            "map_without_dictionary": round(mean_ap(at[(0.0, sweep[0]["prior"])], range(len(encoded))), 4),
             "held_out_half_map_mean": round(sum(held_out) / len(held_out), 4),
             "same_halves_with_all_dev_tuning": round(sum(tuned_all) / len(tuned_all), 4),
             "chosen_per_half": chosen,

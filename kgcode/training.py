@@ -76,6 +76,7 @@ __all__ = [
     "average_precisions",
     "fast_map",
     "lexicon_sweep",
+    "mean_ap",
     "load_config_file",
     "prepare",
     "prepare_notes",
@@ -494,15 +495,27 @@ def average_precisions(logits: Tensor, gold: Sequence[Sequence[int]], *, k: int 
     return out
 
 
+def mean_ap(ap: Tensor, notes: Sequence[int] | None = None) -> float:
+    """MAP from per-note average precisions (:func:`average_precisions`), over ``notes`` (default: all).
+
+    Notes without gold codes (NaN) are skipped; 0 when none is left.
+
+    Shapes:
+        ap: ``(n,)``.
+    """
+    if notes is not None:
+        ap = ap[torch.as_tensor(list(notes), dtype=torch.long)]
+    ap = ap[~ap.isnan()]
+    return float(ap.mean()) if len(ap) else 0.0
+
+
 def fast_map(logits: Tensor, gold: Sequence[Sequence[int]], *, k: int = 1000) -> float:
     """MAP cut at ``k`` from a top-k (:func:`average_precisions` averaged over notes with gold codes).
 
     Shapes:
         logits: ``(n, num_labels)``.
     """
-    ap = average_precisions(logits, gold, k=k)
-    ap = ap[~ap.isnan()]
-    return float(ap.mean()) if len(ap) else 0.0
+    return mean_ap(average_precisions(logits, gold, k=k))
 
 
 def lexicon_sweep(coder: Coder, encoded: EncodedNotes, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -523,26 +536,17 @@ def lexicon_sweep(coder: Coder, encoded: EncodedNotes, cfg: TrainConfig) -> list
     """
     saved = coder.config.lexical_weight, coder.config.lexical_prior
     sweep: list[dict[str, Any]] = []
+    without: Tensor | None = None  # weight 0 is the same for every prior: scored once
     try:
         for prior in cfg.lexical_priors:
             for weight in cfg.lexical_weights:
-                if weight == 0 and any(s["weight"] == 0 for s in sweep):
-                    sweep.append(
-                        {
-                            "weight": 0.0,
-                            "prior": prior,
-                            "ap": next(s["ap"] for s in sweep if s["weight"] == 0),
-                        }
-                    )
-                    continue
                 coder.config.lexical_weight, coder.config.lexical_prior = weight, prior
-                sweep.append(
-                    {
-                        "weight": weight,
-                        "prior": prior,
-                        "ap": average_precisions(score_encoded(coder, encoded), encoded.gold),
-                    }
-                )
+                if weight != 0 or without is None:
+                    ap = average_precisions(score_encoded(coder, encoded), encoded.gold)
+                    without = ap if weight == 0 else without
+                else:
+                    ap = without
+                sweep.append({"weight": weight, "prior": prior, "ap": ap})
     finally:
         coder.config.lexical_weight, coder.config.lexical_prior = saved
     return sweep
@@ -561,17 +565,9 @@ def tune_lexicon(
         ``(weight, prior, table)``; ties keep the smaller weight, then the smaller prior. ``table``
         has the MAP of every grid point over ``notes``.
     """
-    table = []
-    for entry in sweep:
-        ap = entry["ap"] if notes is None else entry["ap"][torch.as_tensor(list(notes), dtype=torch.long)]
-        ap = ap[~ap.isnan()]
-        table.append(
-            {
-                "weight": entry["weight"],
-                "prior": entry["prior"],
-                "map": round(float(ap.mean()) if len(ap) else 0.0, 4),
-            }
-        )
+    table = [
+        {"weight": e["weight"], "prior": e["prior"], "map": round(mean_ap(e["ap"], notes), 4)} for e in sweep
+    ]
     best = max(table, key=lambda m: (m["map"], -m["weight"], -m["prior"]))
     return float(best["weight"]), float(best["prior"]), table
 
