@@ -93,6 +93,8 @@ __all__ = [
     "CODER_FILES",
     "FORMAT",
     "FORMAT_VERSION",
+    "LEXICON_FILE",
+    "READABLE_FORMAT_VERSIONS",
     "Coder",
     "CoderConfig",
     "CoderFormatError",
