@@ -563,13 +563,18 @@ class MemoryScorer(nn.Module):
         position[cols] = torch.arange(len(cols))
         return cols, position, position[self.label_rows], position[self.ev_rows]
 
-    def _compact(self, vectors: Tensor, mask: Tensor, exclude: Tensor | None) -> Tensor:
-        """The features on the memory's columns (:meth:`_columns`).
+    def _compact(
+        self, vectors: Tensor, mask: Tensor, exclude: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The features on the memory's columns, with the columns and each label's position among them.
+
+        Returns:
+            ``(features, columns, position)`` (see :meth:`_columns`).
 
         Shapes:
-            output: ``(3, b, len(columns))``.
+            features: ``(3, b, len(columns))``.
         """
-        cols, _, label_cols, ev_cols = self._columns()
+        cols, position, label_cols, ev_cols = self._columns()
         b, n = vectors.shape[0], len(cols)
         ev = torch.zeros(b, n)
         knn = torch.zeros(b, n)
@@ -599,11 +604,10 @@ class MemoryScorer(nn.Module):
                 if e >= 0:
                     prior[i, label_cols[self.label_notes == e]] -= 1
         prior = torch.log1p(prior.clamp(min=0)) / math.log1p(max(1.0, float(self.counts.max())))
-        return torch.stack([ev, knn, prior])
+        return torch.stack([ev, knn, prior]), cols, position
 
     def _features(self, vectors: Tensor, mask: Tensor, rows: Tensor | None, exclude: Tensor | None) -> Tensor:
-        compact = self._compact(vectors, mask, exclude)
-        cols, position, _, _ = self._columns()
+        compact, cols, position = self._compact(vectors, mask, exclude)
         if rows is None:
             out = torch.zeros(3, vectors.shape[0], self.num_labels)
             out[:, :, cols] = compact
@@ -633,9 +637,10 @@ class MemoryScorer(nn.Module):
         if rows is not None:
             return self.combine(self.features(vectors, mask, rows=rows, exclude=exclude))
         with torch.autocast(device_type=vectors.device.type, enabled=False):
-            compact = self.combine(self._compact(vectors.float(), mask, exclude))
+            features, cols, _ = self._compact(vectors.float(), mask, exclude)
+            compact = self.combine(features)
         out = torch.zeros(vectors.shape[0], self.num_labels, dtype=compact.dtype)
-        out[:, self._columns()[0]] = compact
+        out[:, cols] = compact
         return out
 
     def load_buffers(self, state: Mapping[str, Tensor]) -> None:
