@@ -79,6 +79,8 @@ from torch import Tensor, nn
 import fusion.label_attention  # noqa: F401  (registers the label-attention heads)
 from fusion.lexicon import Lexicon
 from fusion.registry import fusion_registry
+from fusion.rerank import FEATURES as RERANK_FEATURES
+from fusion.rerank import LabelTable, TreeEnsemble, candidate_features, rerank_logits
 from gnn.base import GraphEncoder
 from gnn.registry import gnn_registry
 from gnn.rsign import RelationalSIGN
@@ -108,17 +110,20 @@ __all__ = [
     "graph_inputs",
     "label_codes",
     "map_gold_codes",
+    "native_bf16",
     "neighbourhood_labels",
+    "resolve_inference_dtype",
 ]
 
 logger = logging.getLogger(__name__)
 _C = TypeVar("_C")
 
 FORMAT = "kgcode-coder"
-#: Version of the saved folder layout written now (2: optional ``lexicon.json``).
-FORMAT_VERSION = 2
-#: Versions :meth:`Coder.load` reads (a version-1 folder has no lexicon).
-READABLE_FORMAT_VERSIONS = (1, 2)
+#: Version of the saved folder layout written now (2: optional ``lexicon.json``; 3: optional
+#: candidate reranker, ``reranker.*`` arrays in ``model.safetensors``).
+FORMAT_VERSION = 3
+#: Versions :meth:`Coder.load` reads (a version-1 folder has no lexicon, 1 and 2 no reranker).
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LABELS_FILE = "label_index.json"
@@ -662,6 +667,51 @@ class MemoryScorer(nn.Module):
 # =========================================================================== configuration
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it.
+
+    Without it, bf16 matrix products are emulated and run about three times slower than fp32
+    (measured on an AVX2-only AMD EPYC: a 300 x 384 by 384 x 98k product took 4.9 s in bf16 and
+    1.5 s in fp32).
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or a non-oneDNN build
+        return False
+
+
+_DTYPE_WARNED: set[str] = set()
+
+
+def resolve_inference_dtype(name: str | None) -> str:
+    """The inference precision to run: ``"bf16"`` or ``"fp32"``.
+
+    Args:
+        name: ``"auto"`` (bf16 where :func:`native_bf16`, else fp32), ``"bf16"``, ``"fp32"``
+            (``None`` and ``"float32"`` mean fp32, ``"bfloat16"`` bf16).
+
+    Returns:
+        ``"bf16"`` or ``"fp32"``.
+
+    Raises:
+        ValueError: another name.
+    """
+    key = (name or "fp32").lower()
+    if key in ("fp32", "float32"):
+        return "fp32"
+    if key == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    if key in ("bf16", "bfloat16"):
+        if not native_bf16() and "bf16" not in _DTYPE_WARNED:
+            _DTYPE_WARNED.add("bf16")
+            logger.warning(
+                "inference_dtype 'bf16' on a CPU without native bf16: emulated, slower than fp32 "
+                "(set inference_dtype: auto)"
+            )
+        return "bf16"
+    raise ValueError(f"inference_dtype={name!r}: expected 'auto', 'bf16' or 'fp32'")
+
+
 def config_from_dict(cls: type[_C], data: Mapping[str, Any], what: str) -> _C:
     """A config dataclass from a mapping; unknown keys are a one-line error listing the known ones.
 
@@ -701,7 +751,8 @@ class CoderConfig:
         graph_systems: systems whose node texts are graph features (``None``: all but SNOMED CT).
         max_note_chars: longer notes are truncated (with a warning).
         max_segments: at most this many sentences of a note are scored (the first ones).
-        inference_dtype: ``"bf16"`` (autocast, and a bf16 code bank) or ``"fp32"``.
+        inference_dtype: ``"auto"`` (bf16 where the CPU computes bf16 natively, else fp32: see
+            :func:`resolve_inference_dtype`), ``"bf16"`` (autocast, and a bf16 code bank) or ``"fp32"``.
         batch_size: notes per scoring batch in :meth:`Coder.predict`.
         threshold: decision threshold on the probability (tuned on dev by training).
         top_k: default number of codes returned per note.
@@ -722,6 +773,10 @@ class CoderConfig:
         lexical_prior: how far a match of a code is trusted before the training notes say
             otherwise: the match is scaled by ``(hits + lexical_prior) / (matches + 1)`` over
             the training notes (tuned on dev with the weight).
+        rerank_candidates: candidates per note from the coder's score for the candidate
+            reranker (:mod:`fusion.rerank`; used only by a coder trained with one).
+        rerank_unseen_candidates: more candidates among the codes without training notes, from
+            the zero-shot cosine and from the dictionary match, this many each.
     """
 
     encoder: str = "hf"
@@ -736,7 +791,7 @@ class CoderConfig:
     graph_systems: list[str] | None = None
     max_note_chars: int = MAX_NOTE_CHARS
     max_segments: int = 256
-    inference_dtype: str = "bf16"
+    inference_dtype: str = "auto"
     batch_size: int = 16
     threshold: float = 0.5
     top_k: int = 10
@@ -748,6 +803,8 @@ class CoderConfig:
     lexical_weight: float = 0.0
     lexical_min_coverage: float = 0.5
     lexical_prior: float = 0.2
+    rerank_candidates: int = 60
+    rerank_unseen_candidates: int = 20
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CoderConfig:
@@ -813,6 +870,7 @@ class Coder(nn.Module):
         super().__init__()
         if not labels:
             raise ValueError("a coder needs at least one label")
+        resolve_inference_dtype(config.inference_dtype)  # a bad name fails here, not at predict time
         self.config = config
         self.labels = list(labels)
         self.label_row = {c: i for i, c in enumerate(self.labels)}
@@ -828,6 +886,9 @@ class Coder(nn.Module):
         #: labels without a training note (they get ``config.unseen_bias``)
         self.unseen_mask = torch.tensor([c == 0 for c in self.train_counts], dtype=torch.bool)
         self.card: dict[str, Any] = {}
+        #: the stacked candidate reranker (:mod:`fusion.rerank`), set by training; ``None``: off
+        self.reranker: TreeEnsemble | None = None
+        self._label_table: LabelTable | None = None
         if config.lexicon and lexicon is None:
             raise ValueError("config.lexicon is on: pass the lexicon (Coder.from_kg builds it from the KG)")
         if lexicon is not None and lexicon.num_labels != len(self.labels):
@@ -1070,15 +1131,20 @@ class Coder(nn.Module):
             codes = self.head_codes(self.code_vectors(rows))
             for key, value in self.fusion.code_bank(codes).items():
                 parts.setdefault(key, []).append(value.detach().float())
-        dtype = torch.bfloat16 if self.config.inference_dtype == "bf16" else torch.float32
         if "zs" not in parts:  # the text vectors of the zero-shot stage, whatever the head
             parts["zs"] = [F.normalize(self.code_text.float(), dim=-1)]
-        self.bank = {
-            k: torch.cat(v).to(dtype if v[0].ndim == 2 else torch.float32).contiguous()
-            for k, v in parts.items()
-        }
+        self.bank = self._bank_in_runtime_dtype({k: torch.cat(v) for k, v in parts.items()})
         self.train(was)
         return self
+
+    def _bank_in_runtime_dtype(self, bank: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The code bank's matrices in the precision this machine runs (vectors stay float32).
+
+        A folder saved where bf16 is native holds a bf16 bank; loaded on a CPU without it, the
+        bank is widened to float32 rather than multiplied in emulated bf16.
+        """
+        dtype = torch.bfloat16 if self.runtime_dtype == "bf16" else torch.float32
+        return {k: v.to(dtype if v.ndim == 2 else torch.float32).contiguous() for k, v in bank.items()}
 
     @property
     def has_bank(self) -> bool:
@@ -1087,8 +1153,13 @@ class Coder(nn.Module):
 
     # ------------------------------------------------------------------ scoring
 
+    @property
+    def runtime_dtype(self) -> str:
+        """``config.inference_dtype`` resolved on this machine: ``"bf16"`` or ``"fp32"``."""
+        return resolve_inference_dtype(self.config.inference_dtype)
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.config.inference_dtype == "bf16":
+        if self.runtime_dtype == "bf16":
             return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -1201,6 +1272,7 @@ class Coder(nn.Module):
         rows: Tensor | None = None,
         attention: bool = False,
         lexical: Tensor | None = None,
+        coverage: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits of every label (or ``rows``) from padded segment vectors, using the code bank.
 
@@ -1213,19 +1285,22 @@ class Coder(nn.Module):
             attention: also return the attention over segments.
             lexical: the dictionary term of every label (:meth:`lexical_logits`), added with
                 ``part="all"``.
+            coverage: the dictionary coverage of every label (:meth:`lexical_match`), a feature of
+                the candidate reranker (``part="all"`` on every label; zeros when ``None``).
 
         Returns:
             ``(logits, attention or None)``.
 
         Shapes:
-            vectors: ``(b, s, text_dim)``; mask: ``(b, s)``; lexical: ``(b, num_labels)``;
+            vectors: ``(b, s, text_dim)``; mask: ``(b, s)``; lexical, coverage: ``(b, num_labels)``;
             logits: ``(b, c)``; attention: ``(b, c, s)``.
         """
         if not self.bank:
             raise RuntimeError("no code bank: call finalize() (or load a saved coder)")
         k = int(self.config.rerank_k or 0)
         if part == "all" and rows is None and not attention and 0 < k < len(self.labels):
-            return self._unseen_offset(self._score_two_stage(vectors, mask, k, lexical), None), None
+            logits, zs = self._score_two_stage(vectors, mask, k, lexical)
+            return self._rerank(self._unseen_offset(logits, None), vectors, mask, coverage, zs), None
         bank = self.bank if rows is None else {key: v[rows] for key, v in self.bank.items()}
         head = self.fusion
         with self._autocast():
@@ -1249,7 +1324,41 @@ class Coder(nn.Module):
             logits = logits + (lexical if rows is None else lexical[:, rows])
         if part == "all":
             logits = self._unseen_offset(logits, rows)
+            if rows is None:
+                logits = self._rerank(logits, vectors, mask, coverage)
         return logits, (att.float() if att is not None else None)
+
+    def _rerank(
+        self, logits: Tensor, vectors: Tensor, mask: Tensor, coverage: Tensor | None, zs: Tensor | None = None
+    ) -> Tensor:
+        """The candidate reranker's scores (:mod:`fusion.rerank`); ``logits`` as they are without one.
+
+        Shapes:
+            logits, coverage, zs: ``(b, num_labels)``; output: ``(b, num_labels)``.
+        """
+        if self.reranker is None:
+            return logits
+        if zs is None:
+            zs = self.zero_shot_max(vectors, mask)
+        if coverage is None:
+            coverage = torch.zeros_like(logits)
+        candidates = candidate_features(
+            logits,
+            zs,
+            coverage,
+            self.lexical_reliability() if self.lexicon is not None else torch.zeros(len(self.labels)),
+            self.label_table,
+            top_k=int(self.config.rerank_candidates),
+            unseen_k=int(self.config.rerank_unseen_candidates),
+        )
+        return rerank_logits(logits, candidates, self.reranker)
+
+    @property
+    def label_table(self) -> LabelTable:
+        """Per-label constants of the reranker's features (built once)."""
+        if self._label_table is None:
+            self._label_table = LabelTable.build(self.labels, self.titles, self.train_counts)
+        return self._label_table
 
     def _unseen_offset(self, logits: Tensor, rows: Tensor | None) -> Tensor:
         """Add ``config.unseen_bias`` to the labels without training notes (see :class:`CoderConfig`).
@@ -1285,17 +1394,19 @@ class Coder(nn.Module):
                 pos += n
         return out
 
-    def _stage_one(self, vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Cheap scores of every label (weighted zero-shot maximum plus memory), and the memory part."""
+    def _stage_one(self, vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Cheap scores of every label (weighted zero-shot maximum plus memory), the memory part and
+        the zero-shot maximum itself."""
         head = self.fusion
         w = float(head.weights.detach()[0]) if hasattr(head, "weights") else 1.0
-        out = w * self.zero_shot_max(vectors, mask)
+        zs = self.zero_shot_max(vectors, mask)
+        out = w * zs
         memory = self.memory(vectors, mask) if self.memory is not None else None
-        return (out if memory is None else out + memory), memory
+        return (out if memory is None else out + memory), memory, zs
 
     def _score_two_stage(
         self, vectors: Tensor, mask: Tensor, k: int, lexical: Tensor | None = None
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         """Every label scored cheaply (:meth:`_stage_one`); each note's ``k`` best re-scored exactly.
 
         The dictionary term (``lexical``) is part of both stages, so a code whose name is in the
@@ -1306,11 +1417,14 @@ class Coder(nn.Module):
         lowest candidate, so the ranking and the probabilities of the long tail stay monotone in the
         cheap score. ``k`` is ``config.rerank_k``; with 0 every label is scored exactly.
 
+        Returns:
+            ``(logits, zero_shot)``: the scores and the zero-shot maximum of every label.
+
         Shapes:
-            output: ``(b, num_labels)``.
+            logits, zero_shot: ``(b, num_labels)``.
         """
         with self._autocast():
-            first, memory = self._stage_one(vectors, mask)
+            first, memory, zs = self._stage_one(vectors, mask)
             if lexical is not None:
                 first = first + lexical
             top = first.topk(k, dim=1)
@@ -1325,7 +1439,7 @@ class Coder(nn.Module):
             floor = exact.amin(dim=1, keepdim=True) - 1.0
             out = floor - (top.values[:, -1:] - first).clamp(min=0.0) - 1e-3
             out.scatter_(1, rows, exact)
-        return out
+        return out, zs
 
     @property
     def _head_reads_zs(self) -> bool:
@@ -1369,10 +1483,37 @@ class Coder(nn.Module):
         out = []
         for start in _progress(range(0, len(checked), bs), show_progress_bar, "score"):
             segs = self.encode_notes(checked[start : start + bs])
-            vec, mask = self.pad_segments(segs)
-            lexical = self.lexical_logits(segs) if part == "all" else None
-            out.append(self.score_segments(vec, mask, part=part, lexical=lexical)[0])
+            out.append(self.score_notes(segs, part=part)[0])
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
+
+    def score_notes(self, segments: Sequence[Segments], *, part: str = "all") -> tuple[Tensor, Tensor | None]:
+        """Logits of every label for encoded notes: the one scoring path of predict and evaluation.
+
+        With ``part="all"``: the head, the memory, the dictionary match, the unseen-code offset
+        and, when trained, the candidate reranker.
+
+        Args:
+            segments: the notes' encoded sentences.
+            part: see :meth:`score_segments`.
+
+        Returns:
+            ``(logits, matched)``: ``matched`` is each label's dictionary-matched sentence (-1:
+            none), ``None`` without the dictionary match.
+
+        Shapes:
+            logits, matched: ``(len(segments), num_labels)``.
+        """
+        vec, mask = self.pad_segments(segments)
+        if part != "all":
+            return self.score_segments(vec, mask, part=part)[0], None
+        lexical = coverage = matched = None
+        weight = float(self.config.lexical_weight or 0.0)
+        if self.lexicon is not None and (weight != 0.0 or self.reranker is not None):
+            coverage, matched = self.lexical_match(segments)
+            if weight != 0.0:
+                lexical = weight * coverage * self.lexical_reliability()
+        logits, _ = self.score_segments(vec, mask, lexical=lexical, coverage=coverage)
+        return logits, (matched if weight != 0.0 else None)
 
     @torch.inference_mode()
     def predict(
@@ -1417,11 +1558,7 @@ class Coder(nn.Module):
         for start in _progress(range(0, len(checked), bs), show_progress_bar, "predict"):
             segs = self.encode_notes(checked[start : start + bs])
             vec, mask = self.pad_segments(segs)
-            lexical, matched = None, None
-            if self.lexicon is not None and float(self.config.lexical_weight or 0.0) != 0.0:
-                cov, matched = self.lexical_match(segs)
-                lexical = float(self.config.lexical_weight) * cov * self.lexical_reliability()
-            logits, _ = self.score_segments(vec, mask, lexical=lexical)
+            logits, matched = self.score_notes(segs)
             probs = torch.sigmoid(logits)
             top = probs.topk(min(k, probs.shape[1]), dim=1)
             for j, seg in enumerate(segs):
@@ -1533,6 +1670,15 @@ class Coder(nn.Module):
             "relation_names": self.relation_names,
             "threshold": self.threshold,
             "num_labels": len(self.labels),
+            "reranker": (
+                {
+                    "kind": "boosted_trees",
+                    "features": list(self.reranker.features),
+                    "trees": self.reranker.num_trees,
+                }
+                if self.reranker is not None
+                else None
+            ),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -1567,6 +1713,8 @@ class Coder(nn.Module):
                 tensors["lexicon.matches"] = self.lexicon_counts[0].contiguous()
                 tensors["lexicon.hits"] = self.lexicon_counts[1].contiguous()
                 _write_json(tmp / LEXICON_FILE, self.lexicon.to_dict(self.labels))
+            if self.reranker is not None:
+                tensors.update(self.reranker.state_dict("reranker."))
             save_file(
                 tensors,
                 str(tmp / WEIGHTS_FILE),
@@ -1698,10 +1846,25 @@ class Coder(nn.Module):
                     f"{folder / WEIGHTS_FILE}: lexicon counts for {coder.lexicon_counts.shape[1]} labels, "
                     f"expected {len(coder.labels)}"
                 )
+        stored_reranker = config.get("reranker")
+        if stored_reranker:
+            try:
+                features = stored_reranker["features"]
+                coder.reranker = TreeEnsemble.from_state_dict(tensors, features, "reranker.")
+            except (KeyError, TypeError, ValueError) as err:
+                raise CoderFormatError(
+                    f"{folder / WEIGHTS_FILE}: the candidate reranker named in {CONFIG_FILE} is missing "
+                    f"or damaged ({err})"
+                ) from None
+            if tuple(coder.reranker.features) != RERANK_FEATURES:
+                raise CoderFormatError(
+                    f"{folder / CONFIG_FILE}: the reranker's features differ from this kgcode's "
+                    f"({len(coder.reranker.features)} vs {len(RERANK_FEATURES)}): retrain it"
+                )
         coder.load_trainable_state_dict(
-            {k: v for k, v in tensors.items() if not k.startswith(("bank.", "lexicon."))}
+            {k: v for k, v in tensors.items() if not k.startswith(("bank.", "lexicon.", "reranker."))}
         )
-        coder.bank = bank
+        coder.bank = coder._bank_in_runtime_dtype(bank)
         coder.threshold = float(config.get("threshold", cfg.threshold))
         coder.card = _read_json(folder / CARD_FILE)
         coder.eval()

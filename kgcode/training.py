@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusion.rerank import FEATURES as RERANK_FEATURES
 from gnn.rsign import RelationalSIGN
 from kgcode.coder import (
     Coder,
@@ -149,6 +150,15 @@ class TrainConfig:
             ``lexicon`` on in the coder config.
         lexical_weights: weights tried (0 = no dictionary match).
         lexical_priors: priors tried.
+        rerank_folds: fit the stacked candidate reranker (:mod:`fusion.rerank`) by cross-fitting
+            on the training notes: the notes are cut into this many folds, a coder is trained on
+            all folds but one (same settings, the dictionary weight and unseen offset of the
+            main coder) and scores the fold it never saw; boosted trees learn from those
+            candidates. 0 (default): no reranker. Each fold costs about one more training run.
+        rerank_trees: boosting iterations of the reranker.
+        rerank_learning_rate: its learning rate.
+        rerank_leaves: leaves per tree.
+        rerank_min_leaf: candidates per leaf at least.
     """
 
     seed: int = 13
@@ -185,6 +195,11 @@ class TrainConfig:
     tune_lexicon: bool = True
     lexical_weights: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
     lexical_priors: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.4, 0.8])
+    rerank_folds: int = 0
+    rerank_trees: int = 200
+    rerank_learning_rate: float = 0.05
+    rerank_leaves: int = 15
+    rerank_min_leaf: int = 40
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -373,10 +388,7 @@ def score_encoded(coder: Coder, encoded: EncodedNotes, *, part: str = "all", bat
     """
     out = []
     for start in range(0, len(encoded), batch_size):
-        segs = encoded.segments[start : start + batch_size]
-        vec, mask = coder.pad_segments(segs)
-        lexical = coder.lexical_logits(segs) if part == "all" else None
-        out.append(coder.score_segments(vec, mask, part=part, lexical=lexical)[0])
+        out.append(coder.score_notes(encoded.segments[start : start + batch_size], part=part)[0])
     return torch.cat(out) if out else torch.zeros(0, len(coder.labels))
 
 
@@ -1374,6 +1386,13 @@ def train(
         coder.config.unseen_bias = chosen
         dev_logits = raw + chosen * coder.unseen_mask.float()
         logger.info("unseen-code logit offset %.2f (tuned on dev)", chosen)
+    reranker_card: dict[str, Any] | None = None
+    if tcfg.rerank_folds:
+        thr0 = _best_threshold(dev_logits, enc_dev, coder)
+        before = _round(evaluate_coder(coder, enc_dev, logits=dev_logits, threshold=thr0))
+        reranker_card = fit_reranker(coder, prepared, cfg, tcfg, show_progress_bar=show_progress_bar)
+        reranker_card["dev_metrics_without_reranker"] = before
+        dev_logits = score_encoded(coder, enc_dev)
     dev_probs = torch.sigmoid(dev_logits).numpy()
     gold = gold_matrix(enc_dev, len(coder.labels))
     threshold, _ = tune_threshold(dev_probs, gold, top_k=tcfg.threshold_top_k)
@@ -1400,6 +1419,7 @@ def train(
         "unseen_bias": coder.config.unseen_bias,
         "unseen_bias_sweep": unseen_sweep,
         "lexicon": lexicon_card,
+        "reranker": reranker_card,
         "seed": tcfg.seed,
         "training_seconds": round(seconds, 1),
         "world_size": world,
@@ -1420,6 +1440,181 @@ def train(
         threshold,
     )
     return TrainResult(coder=coder, metrics=metrics, history=history, config=full_config, seconds=seconds)
+
+
+def _best_threshold(logits: Tensor, encoded: EncodedNotes, coder: Coder) -> float:
+    from kgcode.metrics import tune_threshold
+
+    thr, _ = tune_threshold(torch.sigmoid(logits).numpy(), gold_matrix(encoded, len(coder.labels)))
+    return float(thr)
+
+
+@torch.no_grad()
+def candidate_rows(
+    coder: Coder, encoded: EncodedNotes, *, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reranker's training rows: each note's candidates (see :func:`fusion.rerank.candidate_features`).
+
+    Args:
+        coder: a finalized coder without a reranker (its scores are the ``logit`` feature).
+        encoded: notes the coder never trained on, with their gold codes.
+        batch_size: notes per scoring batch.
+
+    Returns:
+        ``(features, targets)``: one row per (note, candidate), target 1 for a gold code.
+
+    Shapes:
+        features: ``(n, len(FEATURES))`` float32; targets: ``(n,)`` bool.
+    """
+    from fusion.rerank import candidate_features
+
+    xs, ys = [], []
+    reliability = (
+        coder.lexical_reliability() if coder.lexicon is not None else torch.zeros(len(coder.labels))
+    )
+    for start in range(0, len(encoded), batch_size):
+        segs = encoded.segments[start : start + batch_size]
+        logits, _ = coder.score_notes(segs)
+        vec, mask = coder.pad_segments(segs)
+        zs = coder.zero_shot_max(vec, mask)
+        cov = coder.lexical_match(segs)[0] if coder.lexicon is not None else torch.zeros_like(logits)
+        cands = candidate_features(
+            logits,
+            zs,
+            cov,
+            reliability,
+            coder.label_table,
+            top_k=int(coder.config.rerank_candidates),
+            unseen_k=int(coder.config.rerank_unseen_candidates),
+        )
+        for (rows, feats), gold in zip(cands, encoded.gold[start : start + batch_size], strict=True):
+            xs.append(feats)
+            ys.append(np.isin(rows.numpy(), np.asarray(list(gold), dtype=np.int64)))
+    if not xs:
+        return np.zeros((0, len(RERANK_FEATURES)), dtype=np.float32), np.zeros(0, dtype=bool)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_reranker(
+    coder: Coder,
+    prepared: Prepared,
+    cfg: CoderConfig,
+    tcfg: TrainConfig,
+    *,
+    show_progress_bar: bool | None = None,
+) -> dict[str, Any]:
+    """Cross-fit the stacked candidate reranker on the training notes and attach it to ``coder``.
+
+    The training notes are cut into ``tcfg.rerank_folds`` folds. For each, a coder is trained on
+    the other folds with the same settings (and the dictionary weight, prior and unseen-code
+    offset already chosen for ``coder``) and scores the fold: its candidates, as a coder sees notes
+    it never trained on, with the codes of that fold missing from its training notes playing the
+    unseen codes. Boosted trees (:class:`fusion.rerank.TreeEnsemble`) are fitted on all folds'
+    candidates.
+
+    Args:
+        coder: the trained, finalized main coder (tuned dictionary and offset).
+        prepared: the prepared data it was trained on.
+        cfg: its model configuration.
+        tcfg: the training configuration (``rerank_*``).
+        show_progress_bar: progress of the fold trainings.
+
+    Returns:
+        The model card's ``reranker`` entry (folds, rows, candidate recall, settings, seconds).
+
+    Raises:
+        ValueError: fewer than two folds, or fewer training notes than folds.
+    """
+    import dataclasses
+    from collections import Counter
+
+    from fusion.rerank import TreeEnsemble
+
+    t0 = time.perf_counter()
+    enc = prepared.enc_train
+    k = int(tcfg.rerank_folds)
+    if k < 2 or len(enc) < k:
+        raise ValueError(f"rerank_folds={k}: expected at least 2 folds and as many training notes")
+    fold = np.random.default_rng(tcfg.seed).permutation(len(enc)) % k
+    sub_cfg = CoderConfig.from_dict(
+        {
+            **cfg.to_dict(),
+            "lexical_weight": coder.config.lexical_weight,
+            "lexical_prior": coder.config.lexical_prior,
+            "unseen_bias": coder.config.unseen_bias,
+        }
+    )
+    sub_tcfg = dataclasses.replace(tcfg, rerank_folds=0, tune_lexicon=False, tune_unseen_bias=False)
+    xs, ys, folds_card = [], [], []
+    for f in range(k):
+        train_idx = [i for i in range(len(enc)) if fold[i] != f]
+        held_idx = [i for i in range(len(enc)) if fold[i] == f]
+        enc_tr = enc.subset(train_idx)
+        counts = Counter(prepared.labels[r] for rows in enc_tr.gold for r in set(rows))
+        sub = dataclasses.replace(
+            prepared,
+            enc_train=enc_tr,
+            counts=dict(counts),
+            hard=[prepared.hard[i] for i in train_idx],
+            guides=[prepared.guides[i] for i in train_idx],
+        )
+        logger.info("reranker fold %d/%d: training a coder on %d notes", f + 1, k, len(train_idx))
+        sub_coder = train(
+            config=sub_cfg, training=sub_tcfg, prepared=sub, show_progress_bar=show_progress_bar
+        ).coder
+        if sub_coder.lexicon is not None:
+            sub_coder.fit_lexicon(enc_tr.segments, enc_tr.gold)
+        held = enc.subset(held_idx)
+        x, y = candidate_rows(sub_coder, held)
+        n_gold = sum(len(set(g)) for g in held.gold)
+        unseen_gold = sum(int(sub_coder.unseen_mask[list(set(g))].sum()) for g in held.gold if g)
+        unseen_hit = int((y & (x[:, RERANK_FEATURES.index("seen")] == 0)).sum()) if len(x) else 0
+        folds_card.append(
+            {
+                "notes": len(held_idx),
+                "candidates": int(len(y)),
+                "gold_in_candidates": round(float(y.sum()) / max(1, n_gold), 4),
+                "unseen_gold_in_candidates": round(unseen_hit / max(1, unseen_gold), 4),
+            }
+        )
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    coder.reranker = TreeEnsemble.fit(
+        x,
+        y,
+        max_iter=tcfg.rerank_trees,
+        learning_rate=tcfg.rerank_learning_rate,
+        max_leaf_nodes=tcfg.rerank_leaves,
+        min_samples_leaf=tcfg.rerank_min_leaf,
+        seed=tcfg.seed,
+    )
+    seconds = time.perf_counter() - t0
+    logger.info(
+        "candidate reranker: %d trees on %d candidates (%d gold) from %d folds in %.1f s",
+        coder.reranker.num_trees,
+        len(y),
+        int(y.sum()),
+        k,
+        seconds,
+    )
+    return {
+        "kind": "boosted_trees",
+        "folds": folds_card,
+        "rows": int(len(y)),
+        "positives": int(y.sum()),
+        "trees": coder.reranker.num_trees,
+        "settings": {
+            "trees": tcfg.rerank_trees,
+            "learning_rate": tcfg.rerank_learning_rate,
+            "leaves": tcfg.rerank_leaves,
+            "min_leaf": tcfg.rerank_min_leaf,
+            "candidates": coder.config.rerank_candidates,
+            "unseen_candidates": coder.config.rerank_unseen_candidates,
+        },
+        "trained_on": "training notes, cross-fitted",
+        "seconds": round(seconds, 1),
+    }
 
 
 def _guidelines(coder: Coder, kg: KnowledgeGraph, encoded: EncodedNotes) -> list[Tensor]:

@@ -351,3 +351,63 @@ def test_load_names_a_damaged_lexicon(saved: Path, tmp_path: Path) -> None:
     save_file(tensors, str(fresh / "model.safetensors"))
     with pytest.raises(CoderFormatError, match=r"model.safetensors: no lexicon.matches / lexicon.hits"):
         Coder.load(fresh)
+
+
+# --------------------------------------------------------------------------- inference precision
+
+
+def test_auto_dtype_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgcode import coder as coder_module
+
+    monkeypatch.setattr(coder_module, "native_bf16", lambda: False)
+    assert coder_module.resolve_inference_dtype("auto") == "fp32"
+    monkeypatch.setattr(coder_module, "native_bf16", lambda: True)
+    assert coder_module.resolve_inference_dtype("auto") == "bf16"
+    assert coder_module.resolve_inference_dtype("fp32") == "fp32"
+    assert coder_module.resolve_inference_dtype("bfloat16") == "bf16"
+
+
+def test_explicit_bf16_without_native_support_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kgcode import coder as coder_module
+
+    monkeypatch.setattr(coder_module, "native_bf16", lambda: False)
+    monkeypatch.setattr(coder_module, "_DTYPE_WARNED", set())
+    with caplog.at_level("WARNING", logger="kgcode.coder"):
+        assert coder_module.resolve_inference_dtype("bf16") == "bf16"
+    assert "without native bf16" in caplog.text
+
+
+def test_bank_dtype_follows_the_resolved_dtype(kg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from kgcode import coder as coder_module
+
+    for native, expected in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(coder_module, "native_bf16", lambda native=native: native)
+        c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config(inference_dtype="auto")), kg)
+        c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+        assert c.runtime_dtype == ("bf16" if native else "fp32")
+        assert c.bank["zs"].dtype == expected
+
+
+def test_unknown_dtype_is_refused(kg) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="inference_dtype='fp8'"):
+        Coder.from_kg(CoderConfig.from_dict(tiny_model_config(inference_dtype="fp8")), kg)
+
+
+def test_a_bf16_bank_is_widened_where_bf16_is_not_native(
+    kg,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kgcode import coder as coder_module
+
+    monkeypatch.setattr(coder_module, "native_bf16", lambda: True)
+    c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config(inference_dtype="auto")), kg)
+    c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    folder = c.save(tmp_path / "coder")
+    monkeypatch.setattr(coder_module, "native_bf16", lambda: False)
+    again = Coder.load(folder)
+    assert again.runtime_dtype == "fp32"
+    assert all(v.dtype == torch.float32 for v in again.bank.values())
+    assert len(again.predict([NOTE], top_k=3, threshold=0.0)[0]) == 3

@@ -40,5 +40,6 @@ def test_two_gloo_processes_train_and_agree(tmp_path: Path) -> None:
     assert r0["state"].keys() == r1["state"].keys()
     for key, value in r0["state"].items():
         assert torch.equal(value, r1["state"][key]), key
+    assert "reranker.value" in r0["state"]  # the cross-fitted reranker, identical on both ranks
     # training moved the weights (the graph encoder's neighbour weights start at zero)
     assert any(v.abs().sum() > 0 for k, v in r0["state"].items() if k.startswith("graph.hops"))

@@ -278,3 +278,68 @@ def test_training_records_the_dictionary_match(result) -> None:  # noqa: ANN001
     assert lex["training_matches"]["matches"] == int(coder.lexicon_counts[0].sum()) > 0
     assert len(lex["sweep"]) == len(TrainConfig().lexical_weights) * len(TrainConfig().lexical_priors)
     assert {"weight", "prior", "map"} <= set(lex["sweep"][0])
+
+
+def test_cross_fitted_reranker_is_trained_saved_and_loaded(
+    kg,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kgcode.training as training
+
+    calls: list[int] = []
+    real = training.candidate_rows
+
+    def spy(coder, encoded, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append(len(encoded))
+        assert coder.reranker is None  # the fold coders score with their own logits
+        return real(coder, encoded, **kw)
+
+    monkeypatch.setattr(training, "candidate_rows", spy)
+    res = train_tiny(
+        kg,
+        tmp_path,
+        training=tiny_training_config(epochs=1, rerank_folds=3, rerank_trees=10, rerank_min_leaf=2),
+    )
+    n_train = len(read_dataset(TRAIN)[0])
+    assert sorted(calls) == sorted([4, 4, 4]) and sum(calls) == n_train  # every note scored once, held out
+    card = res.coder.card["reranker"]
+    assert res.coder.reranker is not None and card["trees"] == 10 and len(card["folds"]) == 3
+    assert card["positives"] > 0 and card["dev_metrics_without_reranker"]["map"] > 0
+    assert res.metrics["map"] > 0
+    folder = res.save_to_directory(tmp_path / "coder")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format_version"] == 3 and config["reranker"]["trees"] == 10
+    again = Coder.load(folder)
+    assert again.reranker is not None
+    notes = [n.text for n in read_dataset(DEV)[0]]
+    assert torch.allclose(again.score_texts(notes), res.coder.score_texts(notes), atol=1e-5)
+    # the reranker changed the scores of the coder it was fitted for
+    res.coder.reranker, saved = None, res.coder.reranker
+    assert not torch.allclose(res.coder.score_texts(notes), again.score_texts(notes))
+    res.coder.reranker = saved
+
+
+def test_a_damaged_reranker_names_the_file(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    from safetensors.torch import load_file, save_file
+
+    from kgcode.coder import CoderFormatError
+
+    res = train_tiny(
+        kg,
+        tmp_path,
+        training=tiny_training_config(
+            epochs=1, pretrain_epochs=0, rerank_folds=2, rerank_trees=5, rerank_min_leaf=2
+        ),
+    )
+    folder = res.save_to_directory(tmp_path / "coder")
+    tensors = load_file(str(folder / "model.safetensors"))
+    del tensors["reranker.threshold"]
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(CoderFormatError, match="model.safetensors: the candidate reranker"):
+        Coder.load(folder)
+
+
+def test_rerank_folds_must_be_at_least_two(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="rerank_folds=1"):
+        train_tiny(kg, tmp_path, training=tiny_training_config(epochs=1, pretrain_epochs=0, rerank_folds=1))

@@ -1,0 +1,429 @@
+"""Stacked candidate reranker: boosted trees over code-agnostic features of each note's candidates.
+
+The coder's score ranks every label; this last stage re-orders each note's candidates (its best
+codes by that score, plus the codes without training notes that the zero-shot cosine and the
+dictionary match rank highest) with gradient-boosted trees. The features describe a candidate
+without naming it (its score, its zero-shot cosine and dictionary coverage, how many training
+notes it and its category have, how it compares with the rest of its category, whether it is an
+"unspecified" code, ...), so the trees learn how far to trust each signal for frequent, rare and
+unseen codes. They are trained by :func:`kgcode.training.train` on training notes scored by coders
+that never saw them (cross-fitting), so the features look at training time as they do at prediction
+time, and their output is a calibrated log-odds.
+
+The trees are plain arrays (:class:`TreeEnsemble`), saved in ``model.safetensors`` like every
+other weight: no pickle, and prediction needs only numpy. scikit-learn fits them
+(:meth:`TreeEnsemble.fit`, imported only then).
+
+Example:
+    >>> import numpy as np
+    >>> x = np.array([[0.0], [1.0], [2.0], [3.0]] * 50, dtype=np.float32)
+    >>> y = (x[:, 0] > 1.5)
+    >>> trees = TreeEnsemble.fit(x, y, max_iter=20, min_samples_leaf=5)
+    >>> bool(trees.decision_function(np.array([[3.0]]))[0] > trees.decision_function(np.array([[0.0]]))[0])
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["FEATURES", "LabelTable", "TreeEnsemble", "candidate_features", "rerank_logits"]
+
+#: The features of a (note, candidate code) pair, in column order.
+FEATURES: tuple[str, ...] = (
+    "logit",  # the coder's score (head + memory + dictionary + unseen offset)
+    "logit_minus_top1",  # ... minus the note's best score
+    "logit_minus_top10",  # ... minus the note's 10th best score
+    "zero_shot",  # best cosine between a sentence and the code text
+    "zero_shot_minus_max",  # ... minus the note's best cosine over all codes
+    "coverage",  # dictionary coverage of the code's best name in one sentence (0: no match)
+    "reliability",  # how often the code's matches were gold in the training notes (smoothed)
+    "lexical",  # coverage x reliability
+    "log_train_notes",  # log(1 + training notes of the code)
+    "seen",  # the code has training notes
+    "log_category_train_notes",  # log(1 + training notes of its category, all codes summed)
+    "category_max_logit",  # best score in the code's category (3-character code)
+    "logit_minus_category_max",
+    "zero_shot_minus_category_max",
+    "unspecified",  # the title says "unspecified"
+    "code_length",  # characters of the code without the dot (3 = category)
+    "category_max_coverage",
+    "from_top_logits",  # the candidate came from the coder's own top list
+)
+
+
+@dataclass
+class LabelTable:
+    """Per-label constants the features need.
+
+    Attributes:
+        category: category index of each label (the code before the dot).
+        num_categories: number of categories.
+        log_train_notes: ``log(1 + training notes)`` of each label.
+        seen: labels with training notes.
+        log_category_train_notes: ``log(1 + training notes)`` of each category (codes summed).
+        unspecified: labels whose title says "unspecified".
+        code_length: characters of each code without system and dot.
+
+    Shapes:
+        every per-label tensor: ``(num_labels,)``; log_category_train_notes: ``(num_categories,)``.
+    """
+
+    category: Tensor
+    num_categories: int
+    log_train_notes: Tensor
+    seen: Tensor
+    log_category_train_notes: Tensor
+    unspecified: Tensor
+    code_length: Tensor
+
+    @classmethod
+    def build(cls, labels: Sequence[str], titles: Sequence[str], train_counts: Sequence[int]) -> LabelTable:
+        """The table of a label set.
+
+        Args:
+            labels: system-qualified codes (``ICD10CM:E11.9``).
+            titles: their titles (``""`` where unknown).
+            train_counts: training notes of each label.
+        """
+        ids: dict[str, int] = {}
+        category = torch.tensor([ids.setdefault(c.split(".")[0], len(ids)) for c in labels], dtype=torch.long)
+        counts = torch.tensor([float(c) for c in train_counts])
+        cat_counts = torch.zeros(len(ids)).index_add_(0, category, counts)
+        return cls(
+            category=category,
+            num_categories=len(ids),
+            log_train_notes=torch.log1p(counts),
+            seen=counts > 0,
+            log_category_train_notes=torch.log1p(cat_counts),
+            unspecified=torch.tensor(["unspecified" in (t or "").lower() for t in titles]),
+            code_length=torch.tensor([float(len(c.partition(":")[2].replace(".", ""))) for c in labels]),
+        )
+
+
+def _category_max(values: Tensor, table: LabelTable, fill: float) -> Tensor:
+    """Each note's maximum of ``values`` in every category.
+
+    Shapes:
+        values: ``(b, c)``; output: ``(b, num_categories)``.
+    """
+    out = torch.full((values.shape[0], table.num_categories), fill, dtype=values.dtype)
+    return out.scatter_reduce_(1, table.category.expand(values.shape[0], -1), values, "amax")
+
+
+def candidate_features(
+    logits: Tensor,
+    zero_shot: Tensor,
+    coverage: Tensor,
+    reliability: Tensor,
+    table: LabelTable,
+    *,
+    top_k: int = 60,
+    unseen_k: int = 20,
+) -> list[tuple[Tensor, np.ndarray]]:
+    """Each note's candidates and their :data:`FEATURES`.
+
+    Candidates: the note's ``top_k`` labels by ``logits``, plus the ``unseen_k`` labels without
+    training notes with the best zero-shot cosine and the ``unseen_k`` with the best dictionary
+    coverage (ties by cosine), without repeats.
+
+    Args:
+        logits: the coder's scores.
+        zero_shot: best sentence / code-text cosine of every label.
+        coverage: dictionary coverage of every label (zeros without a lexicon).
+        reliability: the dictionary trust of every label.
+        table: the label constants.
+        top_k: candidates from the scores.
+        unseen_k: candidates from each zero-shot signal among the unseen labels.
+
+    Returns:
+        Per note ``(rows, features)``.
+
+    Shapes:
+        logits, zero_shot, coverage: ``(b, c)``; reliability: ``(c,)``; rows: ``(k,)`` long;
+        features: ``(k, len(FEATURES))`` float32, ``k <= top_k + 2 * unseen_k``.
+    """
+    logits, zero_shot, coverage = logits.float(), zero_shot.float(), coverage.float()
+    b, c = logits.shape
+    top_k, unseen_k = min(top_k, c), min(unseen_k, int((~table.seen).sum()))
+    top = logits.topk(top_k, dim=1)
+    parts = [top.indices]
+    if unseen_k > 0:
+        hide = table.seen.unsqueeze(0)
+        parts.append(zero_shot.masked_fill(hide, -1e9).topk(unseen_k, dim=1).indices)
+        parts.append((coverage + 0.01 * zero_shot).masked_fill(hide, -1e9).topk(unseen_k, dim=1).indices)
+    cat_l = _category_max(logits, table, -1e9)
+    cat_z = _category_max(zero_shot, table, -1e9)
+    cat_c = _category_max(coverage, table, 0.0)
+    best = top.values[:, 0]
+    tenth = top.values[:, min(9, top_k - 1)]
+    z_max = zero_shot.amax(dim=1)
+    out = []
+    for i in range(b):
+        rows = torch.unique(torch.cat([p[i] for p in parts]))
+        cat = table.category[rows]
+        li, zi, ci = logits[i, rows], zero_shot[i, rows], coverage[i, rows]
+        rel = reliability[rows].float()
+        feats = torch.stack(
+            [
+                li,
+                li - best[i],
+                li - tenth[i],
+                zi,
+                zi - z_max[i],
+                ci,
+                rel,
+                ci * rel,
+                table.log_train_notes[rows],
+                table.seen[rows].float(),
+                table.log_category_train_notes[cat],
+                cat_l[i, cat],
+                li - cat_l[i, cat],
+                zi - cat_z[i, cat],
+                table.unspecified[rows].float(),
+                table.code_length[rows],
+                cat_c[i, cat],
+                torch.isin(rows, top.indices[i]).float(),
+            ],
+            dim=1,
+        )
+        out.append((rows, feats.numpy().astype(np.float32)))
+    return out
+
+
+def rerank_logits(
+    logits: Tensor, candidates: Sequence[tuple[Tensor, np.ndarray]], trees: TreeEnsemble
+) -> Tensor:
+    """Replace each note's candidates' scores by the trees' log-odds; the rest stay below, in order.
+
+    Every other label keeps its order: it is shifted below the lowest candidate by how far its
+    score is below the lowest candidate's score, so ranks past the candidates do not change.
+
+    Shapes:
+        logits: ``(b, c)``; output: ``(b, c)``.
+    """
+    out = logits.float().clone()
+    for i, (rows, feats) in enumerate(candidates):
+        new = torch.from_numpy(trees.decision_function(feats)).float()
+        old = logits[i, rows].float()
+        floor = float(new.min()) - 1.0
+        out[i] = floor - (float(old.min()) - out[i]).clamp(min=0.0) - 1e-3
+        out[i, rows] = new
+    return out
+
+
+class TreeEnsemble:
+    """Binary gradient-boosted regression trees as flat arrays: ``log-odds = baseline + sum of leaves``.
+
+    Node ``j`` of the flat arrays sends a row left when ``x[feature[j]] <= threshold[j]`` (right
+    otherwise, and for NaN when ``missing_left[j]`` is 0); leaves have ``left == -1`` and hold
+    ``value``. ``roots`` are the trees' first nodes.
+
+    Args:
+        feature, threshold, left, right, value, missing_left, roots: the arrays.
+        baseline: the constant log-odds before the first tree.
+        features: the column names the trees were fitted on.
+
+    Shapes:
+        node arrays: ``(num_nodes,)``; roots: ``(num_trees,)``.
+    """
+
+    KEYS = ("feature", "threshold", "left", "right", "value", "missing_left", "roots", "baseline")
+
+    def __init__(
+        self,
+        feature: np.ndarray,
+        threshold: np.ndarray,
+        left: np.ndarray,
+        right: np.ndarray,
+        value: np.ndarray,
+        missing_left: np.ndarray,
+        roots: np.ndarray,
+        baseline: float,
+        features: Sequence[str] = FEATURES,
+    ) -> None:
+        self.feature = np.asarray(feature, dtype=np.int64)
+        self.threshold = np.asarray(threshold, dtype=np.float64)
+        self.left = np.asarray(left, dtype=np.int64)
+        self.right = np.asarray(right, dtype=np.int64)
+        self.value = np.asarray(value, dtype=np.float64)
+        self.missing_left = np.asarray(missing_left, dtype=bool)
+        self.roots = np.asarray(roots, dtype=np.int64)
+        self.baseline = float(baseline)
+        self.features = tuple(features)
+        n = len(self.feature)
+        if not all(
+            len(a) == n for a in (self.threshold, self.left, self.right, self.value, self.missing_left)
+        ):
+            raise ValueError("tree arrays of different lengths")
+        inner = self.left >= 0
+        if (
+            (self.roots < 0).any()
+            or (self.roots >= max(n, 1)).any()
+            or (self.left[inner] >= n).any()
+            or (self.right[inner] >= n).any()
+            or (self.right[inner] < 0).any()
+            or (self.feature[inner] < 0).any()
+            or (self.feature[inner] >= len(self.features)).any()
+        ):
+            raise ValueError("tree arrays point outside the trees or the features")
+        # depth bound for the level-by-level walk: a node's children come after it in each tree
+        self._steps = int(np.diff(np.append(self.roots, n)).max()) if len(self.roots) else 0
+
+    @property
+    def num_trees(self) -> int:
+        """How many trees."""
+        return len(self.roots)
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """Log-odds of each row.
+
+        Shapes:
+            x: ``(n, len(features))``; output: ``(n,)`` float64.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(f"expected rows of {len(self.features)} features, got shape {tuple(x.shape)}")
+        out = np.full(len(x), self.baseline)
+        if not len(x) or not self.num_trees:
+            return out
+        node = np.broadcast_to(self.roots, (len(x), self.num_trees)).copy()  # (n, trees)
+        rows = np.arange(len(x))[:, None]
+        for _ in range(self._steps):
+            inner = self.left[node] >= 0
+            if not inner.any():
+                break
+            val = x[rows, np.where(inner, self.feature[node], 0)]
+            go_left = np.where(np.isnan(val), self.missing_left[node], val <= self.threshold[node])
+            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
+        return out + self.value[node].sum(axis=1)
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """``sigmoid(decision_function(x))``. Shapes: ``(n, f)`` -> ``(n,)``."""
+        return 1.0 / (1.0 + np.exp(-self.decision_function(x)))
+
+    # ------------------------------------------------------------------ fitting and storage
+
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        features: Sequence[str] = FEATURES,
+        max_iter: int = 200,
+        learning_rate: float = 0.05,
+        max_leaf_nodes: int = 15,
+        min_samples_leaf: int = 40,
+        l2_regularization: float = 1.0,
+        seed: int = 0,
+    ) -> TreeEnsemble:
+        """Fit boosted trees (scikit-learn's ``HistGradientBoostingClassifier``) and flatten them.
+
+        Args:
+            x: feature rows.
+            y: 0/1 targets.
+            features: the column names.
+            max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization: the
+                booster's settings.
+            seed: its random state.
+
+        Returns:
+            The trees.
+
+        Raises:
+            ValueError: a single class in ``y``.
+
+        Shapes:
+            x: ``(n, len(features))``; y: ``(n,)``.
+        """
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        y = np.asarray(y).astype(int)
+        if len(np.unique(y)) != 2:
+            raise ValueError("the reranker needs positive and negative candidates to learn from")
+        clf = HistGradientBoostingClassifier(
+            max_iter=max_iter,
+            learning_rate=learning_rate,
+            max_leaf_nodes=max_leaf_nodes,
+            min_samples_leaf=min_samples_leaf,
+            l2_regularization=l2_regularization,
+            early_stopping=False,
+            random_state=seed,
+        )
+        clf.fit(np.asarray(x, dtype=np.float64), y)
+        return cls.from_sklearn(clf, features)
+
+    @classmethod
+    def from_sklearn(cls, clf: Any, features: Sequence[str] = FEATURES) -> TreeEnsemble:
+        """Flatten a fitted binary ``HistGradientBoostingClassifier`` (numeric features only)."""
+        parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("feature", "threshold", "left", "right", "value")
+        }
+        missing, roots, offset = [], [], 0
+        for (tree,) in clf._predictors:
+            nodes = tree.nodes
+            leaf = nodes["is_leaf"].astype(bool)
+            roots.append(offset)
+            parts["feature"].append(np.where(leaf, 0, nodes["feature_idx"]))
+            parts["threshold"].append(nodes["num_threshold"].astype(np.float64))
+            parts["left"].append(np.where(leaf, -1, nodes["left"].astype(np.int64) + offset))
+            parts["right"].append(np.where(leaf, -1, nodes["right"].astype(np.int64) + offset))
+            parts["value"].append(np.where(leaf, nodes["value"], 0.0))
+            missing.append(nodes["missing_go_to_left"].astype(bool))
+            offset += len(nodes)
+        baseline = float(np.ravel(clf._baseline_prediction)[0])
+        cat = lambda k: np.concatenate(parts[k]) if parts[k] else np.zeros(0)  # noqa: E731
+        return cls(
+            cat("feature"),
+            cat("threshold"),
+            cat("left"),
+            cat("right"),
+            cat("value"),
+            np.concatenate(missing) if missing else np.zeros(0, dtype=bool),
+            np.asarray(roots),
+            baseline,
+            features,
+        )
+
+    def state_dict(self, prefix: str = "reranker.") -> dict[str, Tensor]:
+        """The arrays as tensors, for ``model.safetensors``."""
+        return {
+            f"{prefix}feature": torch.from_numpy(self.feature.copy()),
+            f"{prefix}threshold": torch.from_numpy(self.threshold.copy()),
+            f"{prefix}left": torch.from_numpy(self.left.copy()),
+            f"{prefix}right": torch.from_numpy(self.right.copy()),
+            f"{prefix}value": torch.from_numpy(self.value.copy()),
+            f"{prefix}missing_left": torch.from_numpy(self.missing_left.astype(np.uint8)),
+            f"{prefix}roots": torch.from_numpy(self.roots.copy()),
+            f"{prefix}baseline": torch.tensor([self.baseline], dtype=torch.float64),
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls, state: Mapping[str, Tensor], features: Sequence[str], prefix: str = "reranker."
+    ) -> TreeEnsemble:
+        """Rebuild from :meth:`state_dict` output.
+
+        Raises:
+            KeyError: a missing array.
+            ValueError: inconsistent arrays.
+        """
+        a = {k: state[prefix + k].numpy() for k in cls.KEYS}
+        return cls(
+            a["feature"],
+            a["threshold"],
+            a["left"],
+            a["right"],
+            a["value"],
+            a["missing_left"].astype(bool),
+            a["roots"],
+            float(a["baseline"][0]),
+            features,
+        )
