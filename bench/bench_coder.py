@@ -426,6 +426,7 @@ def dictionary_rows(model: Path, seed: int = 13) -> dict[str, Any]:
     coder = Coder.load(model)
     if coder.lexicon is None:
         return {}
+    coder.reranker = None  # training tuned the dictionary before it fitted the reranker: the same here
     notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
     encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
     coverage, _ = coder.lexical_match(encoded.segments)

@@ -777,6 +777,9 @@ class CoderConfig:
             reranker (:mod:`fusion.rerank`; used only by a coder trained with one).
         rerank_unseen_candidates: more candidates among the codes without training notes, from
             the zero-shot cosine and from the dictionary match, this many each.
+        reranked_unseen_bias: logit offset of the codes without training notes after the
+            reranker (tuned on dev like ``unseen_bias``: the trees learn from folds in which
+            "unseen" codes are rarer than in new notes).
     """
 
     encoder: str = "hf"
@@ -805,6 +808,7 @@ class CoderConfig:
     lexical_prior: float = 0.2
     rerank_candidates: int = 60
     rerank_unseen_candidates: int = 20
+    reranked_unseen_bias: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CoderConfig:
@@ -1351,7 +1355,9 @@ class Coder(nn.Module):
             top_k=int(self.config.rerank_candidates),
             unseen_k=int(self.config.rerank_unseen_candidates),
         )
-        return rerank_logits(logits, candidates, self.reranker)
+        out = rerank_logits(logits, candidates, self.reranker)
+        bias = float(self.config.reranked_unseen_bias or 0.0)
+        return out + bias * self.unseen_mask.to(out.dtype) if bias else out
 
     @property
     def label_table(self) -> LabelTable:

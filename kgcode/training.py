@@ -1392,7 +1392,7 @@ def train(
         before = _round(evaluate_coder(coder, enc_dev, logits=dev_logits, threshold=thr0))
         reranker_card = fit_reranker(coder, prepared, cfg, tcfg, show_progress_bar=show_progress_bar)
         reranker_card["dev_metrics_without_reranker"] = before
-        dev_logits = score_encoded(coder, enc_dev)
+        dev_logits = tune_reranked_unseen_bias(coder, enc_dev, tcfg, reranker_card)
     dev_probs = torch.sigmoid(dev_logits).numpy()
     gold = gold_matrix(enc_dev, len(coder.labels))
     threshold, _ = tune_threshold(dev_probs, gold, top_k=tcfg.threshold_top_k)
@@ -1493,6 +1493,36 @@ def candidate_rows(
     if not xs:
         return np.zeros((0, len(RERANK_FEATURES)), dtype=np.float32), np.zeros(0, dtype=bool)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def tune_reranked_unseen_bias(
+    coder: Coder, encoded: EncodedNotes, tcfg: TrainConfig, card: dict[str, Any] | None = None
+) -> Tensor:
+    """Choose the unseen-code offset after the reranker on dev (:func:`tune_unseen_bias`'s rule).
+
+    Args:
+        coder: a coder with its reranker (``config.reranked_unseen_bias`` is set).
+        encoded: the dev notes.
+        tcfg: the grid and tolerances (``tune_unseen_bias`` off: the offset stays 0).
+        card: the reranker's model-card entry, given the offset and its sweep.
+
+    Returns:
+        The dev logits with the chosen offset.
+
+    Shapes:
+        output: ``(len(encoded), num_labels)``.
+    """
+    coder.config.reranked_unseen_bias = 0.0
+    raw = score_encoded(coder, encoded)
+    if not (tcfg.tune_unseen_bias and bool(coder.unseen_mask.any())):
+        return raw
+    chosen, sweep = tune_unseen_bias(raw, encoded.gold, coder.unseen_mask, tcfg)
+    coder.config.reranked_unseen_bias = chosen
+    logger.info("unseen-code logit offset after the reranker %.2f (tuned on dev)", chosen)
+    if card is not None:
+        card["unseen_bias"] = chosen
+        card["unseen_bias_sweep"] = sweep
+    return raw + chosen * coder.unseen_mask.float()
 
 
 def fit_reranker(

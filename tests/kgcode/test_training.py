@@ -306,6 +306,8 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     card = res.coder.card["reranker"]
     assert res.coder.reranker is not None and card["trees"] == 10 and len(card["folds"]) == 3
     assert card["positives"] > 0 and card["dev_metrics_without_reranker"]["map"] > 0
+    assert res.coder.config.reranked_unseen_bias == card["unseen_bias"]  # tuned on dev after the trees
+    assert [e["unseen_bias"] for e in card["unseen_bias_sweep"]][:2] == [0.0, 0.1]
     assert res.metrics["map"] > 0
     folder = res.save_to_directory(tmp_path / "coder")
     config = json.loads((folder / "config.json").read_text())
@@ -314,6 +316,12 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     assert again.reranker is not None
     notes = [n.text for n in read_dataset(DEV)[0]]
     assert torch.allclose(again.score_texts(notes), res.coder.score_texts(notes), atol=1e-5)
+    before = again.score_texts(notes)
+    again.config.reranked_unseen_bias += 1.0  # the offset after the trees moves unseen codes only
+    after, unseen = again.score_texts(notes), again.unseen_mask
+    assert torch.allclose(after[:, unseen], before[:, unseen] + 1.0, atol=1e-5)
+    assert torch.allclose(after[:, ~unseen], before[:, ~unseen])
+    again.config.reranked_unseen_bias -= 1.0
     # the reranker changed the scores of the coder it was fitted for
     res.coder.reranker, saved = None, res.coder.reranker
     assert not torch.allclose(res.coder.score_texts(notes), again.score_texts(notes))
