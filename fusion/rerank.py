@@ -202,8 +202,8 @@ def rerank_logits(
 ) -> Tensor:
     """Replace each note's candidates' scores by the trees' log-odds; the rest stay below, in order.
 
-    Every other label keeps its order: it is shifted below the lowest candidate by how far its
-    score is below the lowest candidate's score, so ranks past the candidates do not change.
+    Every other label keeps its order and its gaps: it is shifted so that the best of them sits
+    just below the lowest candidate, so ranks past the candidates do not change (and do not tie).
 
     Shapes:
         logits: ``(b, c)``; output: ``(b, c)``.
@@ -211,9 +211,11 @@ def rerank_logits(
     out = logits.float().clone()
     for i, (rows, feats) in enumerate(candidates):
         new = torch.from_numpy(trees.decision_function(feats)).float()
-        old = logits[i, rows].float()
-        floor = float(new.min()) - 1.0
-        out[i] = floor - (float(old.min()) - out[i]).clamp(min=0.0) - 1e-3
+        rest = torch.ones(out.shape[1], dtype=torch.bool)
+        rest[rows] = False
+        if rest.any():
+            top_rest = out[i, rest].max()
+            out[i] = out[i] - top_rest + (new.min() - 1.0)
         out[i, rows] = new
     return out
 

@@ -129,3 +129,15 @@ def test_rerank_puts_candidates_first_and_keeps_the_rest_in_order(table: LabelTa
     assert float(out[0, rest].max()) < float(out[0, rows].min())
     order = sorted(rest, key=lambda j: -float(logits[0, j]))
     assert sorted(rest, key=lambda j: -float(out[0, j])) == order
+
+
+def test_labels_outside_the_candidates_never_tie(table: LabelTable) -> None:
+    trees, _, _ = _fitted()
+    # E11.65 and J18 are unseen candidates with low scores; the others above them must keep their gaps
+    logits = torch.tensor([[0.5, 3.0, -4.0, 2.0, -5.0, 0.4]])
+    zs = torch.tensor([[0.0, 0.0, 0.9, 0.0, 0.0, 0.0]])
+    cov = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.9, 0.0]])
+    cands = candidate_features(logits, zs, cov, torch.zeros(6), table, top_k=2, unseen_k=1)
+    out = rerank_logits(logits, cands, trees)
+    assert sorted(cands[0][0].tolist()) == [1, 2, 3, 4]
+    assert float(out[0, 0] - out[0, 5]) == pytest.approx(0.1, abs=1e-5)  # E11 above J18.9, same gap
