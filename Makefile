@@ -49,8 +49,8 @@ demo-model: $(DEMO_MODEL)/config.json
 
 $(DEMO_MODEL)/config.json: configs/demo.yaml
 	@test -d $(CODIESP)/train || { echo "kgcode: error: no CodiEsp data in $(CODIESP) (set KGCODE_DATA_DIR)"; exit 2; }
-	@echo "==> training the demo coder on CodiEsp train, selected on dev (first run only: 2-3 minutes"
-	@echo "    on 2 idle cores, most of it embedding code texts and note sentences once; later runs reuse it)"
+	@echo "==> training the demo coder on CodiEsp train, selected on dev (first run only: about 10 minutes"
+	@echo "    on 2 cores, much of it embedding code texts and note sentences once; later runs reuse it)"
 	$(BIN)/kgcode -v train --train $(CODIESP)/train --dev $(CODIESP)/dev --config configs/demo.yaml \
 		--kg $(DEMO_KG) --out $(DEMO_MODEL)
 

@@ -149,7 +149,7 @@ def candidate_features(
         logits, zero_shot, coverage: ``(b, c)``; reliability: ``(c,)``; rows: ``(k,)`` long;
         features: ``(k, len(FEATURES))`` float32, ``k <= top_k + 2 * unseen_k``.
     """
-    logits, zero_shot, coverage = logits.float(), zero_shot.float(), coverage.float()
+    logits, zero_shot, coverage = (t.detach().float() for t in (logits, zero_shot, coverage))
     b, c = logits.shape
     top_k, unseen_k = min(top_k, c), min(unseen_k, int((~table.seen).sum()))
     top = logits.topk(top_k, dim=1)
@@ -208,7 +208,7 @@ def rerank_logits(
     Shapes:
         logits: ``(b, c)``; output: ``(b, c)``.
     """
-    out = logits.float().clone()
+    out = logits.detach().float().clone()
     for i, (rows, feats) in enumerate(candidates):
         new = torch.from_numpy(trees.decision_function(feats)).float()
         rest = torch.ones(out.shape[1], dtype=torch.bool)

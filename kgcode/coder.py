@@ -1492,6 +1492,7 @@ class Coder(nn.Module):
             out.append(self.score_notes(segs, part=part)[0])
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
+    @torch.no_grad()
     def score_notes(self, segments: Sequence[Segments], *, part: str = "all") -> tuple[Tensor, Tensor | None]:
         """Logits of every label for encoded notes: the one scoring path of predict and evaluation.
 

@@ -317,6 +317,8 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     notes = [n.text for n in read_dataset(DEV)[0]]
     assert torch.allclose(again.score_texts(notes), res.coder.score_texts(notes), atol=1e-5)
     before = again.score_texts(notes)
+    direct, _ = again.score_notes(again.encode_notes(notes))  # outside inference mode: no grad error
+    assert torch.allclose(direct, before, atol=1e-5)
     again.config.reranked_unseen_bias += 1.0  # the offset after the trees moves unseen codes only
     after, unseen = again.score_texts(notes), again.unseen_mask
     assert torch.allclose(after[:, unseen], before[:, unseen] + 1.0, atol=1e-5)
