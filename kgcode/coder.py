@@ -57,6 +57,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -667,6 +668,7 @@ class MemoryScorer(nn.Module):
 # =========================================================================== configuration
 
 
+@functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it.
 

@@ -1388,7 +1388,7 @@ def train(
         logger.info("unseen-code logit offset %.2f (tuned on dev)", chosen)
     reranker_card: dict[str, Any] | None = None
     if tcfg.rerank_folds:
-        thr0 = _best_threshold(dev_logits, enc_dev, coder)
+        thr0 = _best_threshold(dev_logits, enc_dev, coder, tcfg.threshold_top_k)
         before = _round(evaluate_coder(coder, enc_dev, logits=dev_logits, threshold=thr0))
         reranker_card = fit_reranker(coder, prepared, cfg, tcfg, show_progress_bar=show_progress_bar)
         reranker_card["dev_metrics_without_reranker"] = before
@@ -1442,10 +1442,12 @@ def train(
     return TrainResult(coder=coder, metrics=metrics, history=history, config=full_config, seconds=seconds)
 
 
-def _best_threshold(logits: Tensor, encoded: EncodedNotes, coder: Coder) -> float:
+def _best_threshold(logits: Tensor, encoded: EncodedNotes, coder: Coder, top_k: int | None = None) -> float:
+    """The dev-tuned threshold of these logits, as :func:`train` chooses it."""
     from kgcode.metrics import tune_threshold
 
-    thr, _ = tune_threshold(torch.sigmoid(logits).numpy(), gold_matrix(encoded, len(coder.labels)))
+    probs = torch.sigmoid(logits).numpy()
+    thr, _ = tune_threshold(probs, gold_matrix(encoded, len(coder.labels)), top_k=top_k)
     return float(thr)
 
 
