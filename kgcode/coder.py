@@ -1495,7 +1495,13 @@ class Coder(nn.Module):
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
     @torch.no_grad()
-    def score_notes(self, segments: Sequence[Segments], *, part: str = "all") -> tuple[Tensor, Tensor | None]:
+    def score_notes(
+        self,
+        segments: Sequence[Segments],
+        *,
+        part: str = "all",
+        padded: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         """Logits of every label for encoded notes: the one scoring path of predict and evaluation.
 
         With ``part="all"``: the head, the memory, the dictionary match, the unseen-code offset
@@ -1504,6 +1510,7 @@ class Coder(nn.Module):
         Args:
             segments: the notes' encoded sentences.
             part: see :meth:`score_segments`.
+            padded: :meth:`pad_segments` of ``segments`` when the caller has it already.
 
         Returns:
             ``(logits, matched)``: ``matched`` is each label's dictionary-matched sentence (-1:
@@ -1512,7 +1519,7 @@ class Coder(nn.Module):
         Shapes:
             logits, matched: ``(len(segments), num_labels)``.
         """
-        vec, mask = self.pad_segments(segments)
+        vec, mask = padded if padded is not None else self.pad_segments(segments)
         if part != "all":
             return self.score_segments(vec, mask, part=part)[0], None
         lexical = coverage = matched = None
@@ -1567,7 +1574,7 @@ class Coder(nn.Module):
         for start in _progress(range(0, len(checked), bs), show_progress_bar, "predict"):
             segs = self.encode_notes(checked[start : start + bs])
             vec, mask = self.pad_segments(segs)
-            logits, matched = self.score_notes(segs)
+            logits, matched = self.score_notes(segs, padded=(vec, mask))
             probs = torch.sigmoid(logits)
             top = probs.topk(min(k, probs.shape[1]), dim=1)
             for j, seg in enumerate(segs):
