@@ -130,6 +130,21 @@ class TextEncoder(torch.nn.Module, ABC):
             Rebuild with :func:`text_encoder.registry.text_encoder_from_config`.
         """
 
+    def quantized(self) -> TextEncoder:
+        """An int8 version of this encoder for inference (dynamic quantization), if it has one.
+
+        The returned encoder shares the tokenizer and segmentation; only its matrix products run in
+        int8, so its vectors are close to, not equal to, this encoder's. It is never used to fill
+        the embedding cache.
+
+        Returns:
+            The int8 encoder (built once and reused).
+
+        Raises:
+            ValueError: this encoder has no int8 version.
+        """
+        raise ValueError(f"text encoder {self.name!r} has no int8 version: use inference_dtype fp32 or auto")
+
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the vectors this encoder produces (used as a cache key).
 

@@ -14,11 +14,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +150,9 @@ class HFTextEncoder(TextEncoder):
         self._tokenizer: Any = None
         self._weights_changed = False
         self._model_config = _read_json(folder / "config.json")
+        # the int8 copy for inference (see quantized); a plain attribute, not a submodule, so it is
+        # in neither state_dict() nor parameters()
+        self.__dict__["_int8"] = None
         self.register_load_state_dict_pre_hook(HFTextEncoder._before_load_state_dict)
         self.eval()
 
@@ -242,11 +247,58 @@ class HFTextEncoder(TextEncoder):
         assert isinstance(module, HFTextEncoder)
         module.load()
         module._weights_changed = True
+        module.__dict__["_int8"] = None
 
     def train(self, mode: bool = True) -> HFTextEncoder:
         if mode and self.is_loaded:
             self._weights_changed = True  # fine-tuning may follow: cached vectors no longer apply
+            self.__dict__["_int8"] = None
         return super().train(mode)
+
+    def quantized(self) -> HFTextEncoder:
+        """An int8 copy for inference: every ``nn.Linear`` dynamically quantized, per output channel.
+
+        Weights are int8 with one scale per output row; activations are quantized on the fly per
+        batch, and the products run in int8 (fbgemm on x86). Embeddings, layer norms and attention
+        softmax stay in float32. On an AVX2-only AMD EPYC (no VNNI) MiniLM's sentences ran about
+        1.45x faster than in fp32; the CodiEsp dev change is in ``bench/results/coder.json``. The
+        copy is built once (about 0.5 s) and shares the tokenizer; it is dropped when the weights
+        change (training mode, ``load_state_dict``).
+
+        Returns:
+            An encoder in eval mode with the same options and segmentation.
+
+        Raises:
+            ValueError: this torch build has no quantized engine (e.g. some ARM builds).
+        """
+        cached = self.__dict__.get("_int8")
+        if cached is not None:
+            return cached
+        if not [e for e in torch.backends.quantized.supported_engines if e != "none"]:
+            raise ValueError("this torch build has no quantized engine: int8 inference is unavailable")
+        self.load()
+        with warnings.catch_warnings():  # torch marks its eager quantization API as deprecated
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            model = quantize_dynamic(
+                copy.deepcopy(self.model).cpu().eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}
+            )
+        twin = HFTextEncoder(
+            self.model_path,
+            max_length=self.max_length,
+            pooling=self.pooling,
+            device="cpu",
+            num_threads=self.num_threads,
+            normalize=self.normalize,
+            batch_size=self.batch_size,
+        )
+        twin._tokenizer = self._tokenizer
+        twin.model = model
+        twin.eval()
+        self.__dict__["_int8"] = twin
+        logger.info("built an int8 (dynamic, per-channel) copy of the text encoder for inference")
+        return twin
 
     # ------------------------------------------------------------------ config
 

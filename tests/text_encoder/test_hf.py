@@ -125,6 +125,34 @@ def test_bf16_autocast_is_close_to_fp32(minilm: HFTextEncoder, monkeypatch: pyte
     assert ((fp32 * bf16).sum(dim=1) > 0.99).all()
 
 
+def test_int8_copy_is_close_cached_and_outside_the_state_dict() -> None:
+    enc = HFTextEncoder().load()
+    texts = ["acute myocardial infarction", "a fall from a ladder at home", "type 2 diabetes mellitus"]
+    fp32 = enc.encode(texts)
+    q = enc.quantized()
+    assert q is enc.quantized()  # built once
+    assert q is not enc and not q.training and q.dim == enc.dim
+
+    def quantized_linears(model: torch.nn.Module) -> int:
+        return sum(".quantized." in type(m).__module__ and isinstance(m, torch.nn.Module)
+                   and type(m).__name__ == "Linear" for m in model.modules())
+
+    assert quantized_linears(q.model) == sum(isinstance(m, torch.nn.Linear) for m in enc.model.modules()) > 0
+    assert quantized_linears(enc.model) == 0  # the original is untouched
+    int8 = q.encode(texts)
+    assert int8.dtype == torch.float32 and int8.shape == fp32.shape
+    cos = (fp32 * int8).sum(dim=1)
+    assert (cos > 0.97).all() and not torch.equal(fp32, int8)
+    # same segmentation, so evidence spans do not depend on the precision
+    note = "Chest pain since morning. ECG showed ST elevation.\nTroponin was high."
+    assert q.segment(note) == enc.segment(note)
+    assert not any("_int8" in k or "packed" in k for k in enc.state_dict())
+    assert enc.fingerprint() == HFTextEncoder().fingerprint()  # the cache key ignores the copy
+    enc.train()  # the weights may change now: the copy is dropped
+    enc.eval()
+    assert enc.quantized() is not q
+
+
 def test_encode_segments_spans_and_vectors(minilm: HFTextEncoder) -> None:
     text = "A 58-year-old man with chest pain.\nHe took 500 mg. daily.\n1.\nECG was normal."
     segs = minilm.encode_segments(text)
