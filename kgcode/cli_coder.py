@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-__all__ = ["eval_command", "predict_command", "train_command"]
+__all__ = ["DTYPE_CHOICES", "dtype_option", "eval_command", "predict_command", "train_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +39,32 @@ def _progress(ctx: click.Context) -> bool | None:
     return getattr(ctx.obj, "progress", None)
 
 
-def _load_coder(model: Path) -> Any:
+#: the values of ``--dtype`` (kgcode.coder.INFERENCE_DTYPES, spelled out so --help imports no torch)
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "int8")
+
+dtype_option = click.option(
+    "--dtype", type=click.Choice(DTYPE_CHOICES), default=None,
+    help="Inference precision (default: the model's inference_dtype). auto: bf16 where the CPU has "
+         "native bf16, else fp32; int8: the note encoder dynamically quantized (faster on CPUs "
+         "without bf16, scores change a little).",
+)
+
+
+def _load_coder(model: Path, dtype: str | None = None) -> Any:
     from kgcode.coder import Coder, CoderFormatError
 
     try:
-        return Coder.load(model)
+        coder = Coder.load(model)
     except CoderFormatError as err:
         _fail(str(err).splitlines()[0])
     except (OSError, ValueError) as err:
         _fail(f"cannot load the coder in {model}: {str(err).splitlines()[0]}")
-    return None  # pragma: no cover
+    if dtype is not None:
+        try:
+            coder.set_inference_dtype(dtype)
+        except ValueError as err:
+            _fail(f"--dtype {dtype}: {str(err).splitlines()[0]}")
+    return coder
 
 
 # =========================================================================== train
@@ -193,10 +209,11 @@ def _records(data: bytes, name: str) -> Iterator[tuple[int, str, str | None, str
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Notes per batch.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "text"]), default="jsonl", show_default=True,
               help="jsonl: one JSON object per note; text: a readable list with the evidence sentences.")
+@dtype_option
 @click.pass_context
 def predict_command(
     ctx: click.Context, model: Path, source: str, top_k: int | None, threshold: float | None, evidence: int,
-    batch_size: int | None, fmt: str,
+    batch_size: int | None, fmt: str, dtype: str | None,
 ) -> None:
     """Code the notes in SOURCE (a text file, a JSONL file with id/text, or - for stdin): JSONL out.
 
@@ -213,7 +230,7 @@ def predict_command(
         if not path.is_file():
             _fail(f"no such file: {source}")
         data, name = path.read_bytes(), path.name
-    coder = _load_coder(model)
+    coder = _load_coder(model, dtype)
     good: list[tuple[str, str]] = []
     errors = 0
     for n, rid, text, error in _records(data, name):
@@ -286,10 +303,11 @@ def _table(m: dict[str, Any], n_notes: int, part: str) -> str:
 @click.option("--kg", "kg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="KG that maps MeSH/OMIM-coded data (PubTator, e.g. NCBI disease) to ICD-10-CM "
                    "(default: the last KG built).")
+@dtype_option
 @click.pass_context
 def eval_command(
     ctx: click.Context, model: Path, data_path: Path, as_json: bool, part: str, threshold: float | None,
-    kg_dir: Path | None,
+    kg_dir: Path | None, dtype: str | None,
 ) -> None:
     """Evaluate a coder on coded notes: MAP, micro/macro P/R/F1, P@k, R@k, frequency buckets.
 
@@ -301,7 +319,7 @@ def eval_command(
 
     if not data_path.exists():
         _fail(f"--data: no such file or folder: {data_path}")
-    coder = _load_coder(model)
+    coder = _load_coder(model, dtype)
     try:
         notes, report = read_dataset(data_path)
     except (ValueError, FileNotFoundError) as err:
@@ -338,6 +356,7 @@ def eval_command(
     if silver is not None:
         metrics["data"]["silver_icd10cm"] = silver
     metrics["part"] = part
+    metrics["inference_dtype"] = coder.runtime_dtype
     if as_json:
         click.echo(json.dumps(metrics, indent=2, default=float))
     else:

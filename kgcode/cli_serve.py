@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from kgcode.cli_coder import dtype_option
 from kgcode.cli_common import kg_option, load_kg_option
 
 __all__ = ["serve_command"]
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
               help="Most notes in one POST /predict.")
 @click.option("--max-body-mb", default=2.0, show_default=True, type=click.FloatRange(0.01, 1024),
               help="Largest request body (MB).")
+@dtype_option
 def serve_command(
     model_dir: Path | None,
     kg_dir: Path | None,
@@ -36,6 +38,7 @@ def serve_command(
     timeout_s: float,
     max_batch: int,
     max_body_mb: float,
+    dtype: str | None,
 ) -> None:
     """Serve predictions, code lookup, mappings and neighbourhood views over HTTP, with a page at /.
 
@@ -53,6 +56,11 @@ def serve_command(
     coder, error = (None, "no --model given") if model_dir is None else load_coder(model_dir)
     if model_dir is not None and coder is None:
         click.echo(f"kgcode: warning: {error}; serving without a model", err=True)
+    if coder is not None and dtype is not None:
+        try:
+            coder.set_inference_dtype(dtype)
+        except ValueError as err:
+            raise click.UsageError(f"--dtype {dtype}: {str(err).splitlines()[0]}") from None
     app = create_app(graph, coder, kg_path=kg_dir or getattr(graph, "path", None), model_path=model_dir,
                      model_error=error, timeout_s=timeout_s, max_batch=max_batch,
                      max_body_bytes=int(max_body_mb * 1_000_000))

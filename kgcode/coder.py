@@ -113,6 +113,7 @@ __all__ = [
     "map_gold_codes",
     "native_bf16",
     "neighbourhood_labels",
+    "INFERENCE_DTYPES",
     "resolve_inference_dtype",
 ]
 
@@ -685,15 +686,21 @@ def native_bf16() -> bool:
 _DTYPE_WARNED: set[str] = set()
 
 
+INFERENCE_DTYPES = ("auto", "fp32", "bf16", "int8")
+
+
 def resolve_inference_dtype(name: str | None) -> str:
-    """The inference precision to run: ``"bf16"`` or ``"fp32"``.
+    """The inference precision to run: ``"bf16"``, ``"fp32"`` or ``"int8"``.
 
     Args:
         name: ``"auto"`` (bf16 where :func:`native_bf16`, else fp32), ``"bf16"``, ``"fp32"``
-            (``None`` and ``"float32"`` mean fp32, ``"bfloat16"`` bf16).
+            (``None`` and ``"float32"`` mean fp32, ``"bfloat16"`` bf16), or ``"int8"``: the note
+            encoder's linear layers dynamically quantized (:meth:`text_encoder.base.TextEncoder.quantized`),
+            scoring and the code bank in fp32. ``auto`` never picks int8, which changes the
+            scores a little (measured on CodiEsp dev in ``bench/results/coder.json``).
 
     Returns:
-        ``"bf16"`` or ``"fp32"``.
+        ``"bf16"``, ``"fp32"`` or ``"int8"``.
 
     Raises:
         ValueError: another name.
@@ -701,6 +708,8 @@ def resolve_inference_dtype(name: str | None) -> str:
     key = (name or "fp32").lower()
     if key in ("fp32", "float32"):
         return "fp32"
+    if key == "int8":
+        return "int8"
     if key == "auto":
         return "bf16" if native_bf16() else "fp32"
     if key in ("bf16", "bfloat16"):
@@ -711,7 +720,7 @@ def resolve_inference_dtype(name: str | None) -> str:
                 "(set inference_dtype: auto)"
             )
         return "bf16"
-    raise ValueError(f"inference_dtype={name!r}: expected 'auto', 'bf16' or 'fp32'")
+    raise ValueError(f"inference_dtype={name!r}: expected one of {', '.join(INFERENCE_DTYPES)}")
 
 
 def config_from_dict(cls: type[_C], data: Mapping[str, Any], what: str) -> _C:
@@ -754,7 +763,8 @@ class CoderConfig:
         max_note_chars: longer notes are truncated (with a warning).
         max_segments: at most this many sentences of a note are scored (the first ones).
         inference_dtype: ``"auto"`` (bf16 where the CPU computes bf16 natively, else fp32: see
-            :func:`resolve_inference_dtype`), ``"bf16"`` (autocast, and a bf16 code bank) or ``"fp32"``.
+            :func:`resolve_inference_dtype`), ``"bf16"`` (autocast, and a bf16 code bank), ``"fp32"``
+            or ``"int8"`` (an int8 note encoder, fp32 scoring; never chosen by ``auto``).
         batch_size: notes per scoring batch in :meth:`Coder.predict`.
         threshold: decision threshold on the probability (tuned on dev by training).
         top_k: default number of codes returned per note.
@@ -1161,8 +1171,34 @@ class Coder(nn.Module):
 
     @property
     def runtime_dtype(self) -> str:
-        """``config.inference_dtype`` resolved on this machine: ``"bf16"`` or ``"fp32"``."""
+        """``config.inference_dtype`` resolved on this machine: ``"bf16"``, ``"fp32"`` or ``"int8"``."""
         return resolve_inference_dtype(self.config.inference_dtype)
+
+    def set_inference_dtype(self, name: str) -> Coder:
+        """Switch the inference precision (``config.inference_dtype``) of a loaded coder.
+
+        Args:
+            name: see :func:`resolve_inference_dtype`.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: an unknown name, or ``"int8"`` with an encoder or a torch build without
+                an int8 version.
+        """
+        resolved = resolve_inference_dtype(name)
+        if resolved == "int8":
+            self.encoder.quantized()  # fails now, not at the first note
+        self.config.inference_dtype = name
+        if self.bank:
+            self.bank = self._bank_in_runtime_dtype(self.bank)
+        return self
+
+    @property
+    def note_encoder(self) -> TextEncoder:
+        """The encoder that :meth:`encode_notes` runs: the text encoder, or its int8 copy."""
+        return self.encoder.quantized() if self.runtime_dtype == "int8" else self.encoder
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.runtime_dtype == "bf16":
@@ -1456,7 +1492,8 @@ class Coder(nn.Module):
         )
 
     def encode_notes(self, texts: Sequence[str], *, show_progress_bar: bool | None = None) -> list[Segments]:
-        """Segment and encode notes (batched across notes; bf16 autocast when configured).
+        """Segment and encode notes (batched across notes; bf16 autocast or the int8 encoder when
+        configured).
 
         Args:
             texts: checked notes (see :func:`check_note`).
@@ -1465,8 +1502,9 @@ class Coder(nn.Module):
         Returns:
             One :class:`Segments` per note.
         """
+        encoder = self.note_encoder
         with torch.inference_mode(), self._autocast():
-            return self.encoder.encode_segments_many(list(texts), show_progress_bar=show_progress_bar)
+            return encoder.encode_segments_many(list(texts), show_progress_bar=show_progress_bar)
 
     @torch.inference_mode()
     def score_texts(

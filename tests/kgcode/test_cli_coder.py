@@ -153,6 +153,24 @@ def test_eval_json_has_the_issue_keys(model: Path) -> None:
     assert table.exit_code == 0 and "MAP" in table.output and "unseen" in table.output
 
 
+def test_dtype_option(model: Path, tmp_path: Path) -> None:
+    from kgcode.cli_coder import DTYPE_CHOICES
+    from kgcode.coder import INFERENCE_DTYPES
+
+    assert DTYPE_CHOICES == INFERENCE_DTYPES
+    result = run("eval", "--model", model, "--data", DEV, "--json", "--dtype", "fp32")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["inference_dtype"] == "fp32"
+    # the tiny coder's hashing encoder has no int8 version: one line, exit 2
+    note = tmp_path / "note.txt"
+    note.write_text("Type 2 diabetes mellitus.", encoding="utf-8")
+    bad = CliRunner().invoke(group, ["predict", "--model", str(model), str(note), "--dtype", "int8"])
+    assert bad.exit_code == 2
+    assert "--dtype int8" in bad.output and "no int8 version" in bad.output and "Traceback" not in bad.output
+    unknown = CliRunner().invoke(group, ["predict", "--model", str(model), str(note), "--dtype", "fp8"])
+    assert unknown.exit_code == 2 and "fp8" in unknown.output
+
+
 def test_eval_maps_pubtator_mesh_ids_to_icd10cm_through_the_kg(model: Path, tmp_path: Path) -> None:
     pubtator = Path(__file__).resolve().parents[1] / "fixtures" / "ncbi_mini.txt"
     result = run("eval", "--model", model, "--data", pubtator, "--kg", model.parent / "kg", "--json")

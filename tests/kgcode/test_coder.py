@@ -367,6 +367,37 @@ def test_auto_dtype_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert coder_module.resolve_inference_dtype("bfloat16") == "bf16"
 
 
+def test_int8_is_explicit_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgcode import coder as coder_module
+
+    assert coder_module.resolve_inference_dtype("int8") == "int8"
+    for native in (False, True):  # auto never picks int8: it changes the scores
+        monkeypatch.setattr(coder_module, "native_bf16", lambda native=native: native)
+        assert coder_module.resolve_inference_dtype("auto") != "int8"
+
+
+def test_int8_routes_notes_through_the_encoders_int8_copy(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    from text_encoder.hashing import HashingTextEncoder
+
+    c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config()), kg)
+    c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    with pytest.raises(ValueError, match="no int8 version"):
+        c.set_inference_dtype("int8")
+    assert c.config.inference_dtype == "fp32"  # unchanged after the refusal
+    fp32 = c.predict([NOTE], top_k=3, threshold=0.0)[0]
+    twin = HashingTextEncoder(dim=32, seed=1)  # stands in for an int8 copy: other vectors, same segmentation
+    c.encoder.quantized = lambda: twin  # type: ignore[method-assign]
+    c.set_inference_dtype("int8")
+    assert c.runtime_dtype == "int8" and c.note_encoder is twin
+    assert all(v.dtype == torch.float32 for v in c.bank.values())  # scoring stays fp32
+    segs = c.encode_notes([NOTE])
+    assert torch.equal(segs[0].vectors, twin.encode_segments(NOTE).vectors)
+    int8 = c.predict([NOTE], top_k=3, threshold=0.0)[0]
+    assert [r["score"] for r in int8] != [r["score"] for r in fp32]
+    with pytest.raises(ValueError, match="expected one of auto, fp32, bf16, int8"):
+        c.set_inference_dtype("fp8")
+
+
 def test_explicit_bf16_without_native_support_warns(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
