@@ -307,9 +307,8 @@ def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[
     t0 = time.perf_counter()
     coder = Coder.load(model)
     if dtype != "auto":
-        coder.config.inference_dtype = dtype
-        coder.bank = coder._bank_in_runtime_dtype(coder.bank)
-    coder.encoder.load()
+        coder.set_inference_dtype(dtype)  # int8: builds the quantized copy (part of the load time)
+    coder.note_encoder.load()
     load_s = time.perf_counter() - t0
     notes, _ = read_dataset(DATA / "dev")
     notes, _ = prepare_notes(notes, coder.label_row)
@@ -359,6 +358,69 @@ def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[
     }
 
 
+def _child_compare(model: str, n_notes: int, dtypes: Sequence[str], repeats: int = 3) -> dict[str, Any]:
+    """Inference precisions side by side in one process: timed runs alternate between them.
+
+    The first precision is the base; for each other one: its predict and encoder speed-ups over the
+    base (ratios of medians from interleaved runs, so machine noise hits both alike) and its CodiEsp
+    dev metric changes.
+    """
+    from kgcode.coder import Coder
+    from kgcode.datasets import read_dataset
+    from kgcode.training import encode_notes, evaluate_coder, prepare_notes
+
+    coder = Coder.load(model)
+    notes, _ = read_dataset(DATA / "dev")
+    notes, _ = prepare_notes(notes, coder.label_row)
+    sample = [n.text for n in notes][:n_notes]
+    runs: dict[str, dict[str, list[float]]] = {d: {"predict": [], "encode": []} for d in dtypes}
+    for d in dtypes:  # warm-up (builds the int8 copy)
+        coder.set_inference_dtype(d).predict(sample[:4], threshold=0.0)
+    for _ in range(max(1, repeats)):
+        for d in dtypes:
+            coder.set_inference_dtype(d)
+            t = time.perf_counter()
+            coder.predict(sample, threshold=0.0)
+            runs[d]["predict"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            coder.encode_notes(sample)
+            runs[d]["encode"].append(time.perf_counter() - t)
+    dev: dict[str, dict[str, float]] = {}
+    for d in dtypes:
+        coder.set_inference_dtype(d)
+        m = evaluate_coder(coder, encode_notes(coder, notes, inference=True))
+        dev[d] = {
+            "map": m["map"],
+            "micro_f1": m["micro_f1"],
+            "r@10": m["r@10"],
+            "unseen_r@10": m["buckets"]["unseen"]["r@10"],
+            "1-5_f1": m["buckets"]["1-5"]["f1"],
+        }
+    base = dtypes[0]
+    med = {d: {k: statistics.median(v) for k, v in r.items()} for d, r in runs.items()}
+    return {
+        "base": base,
+        "notes": len(sample),
+        "repeats": max(1, repeats),
+        "notes_per_s": {
+            d: {
+                "predict": round(len(sample) / m["predict"], 2),
+                "encoder_only": round(len(sample) / m["encode"], 2),
+            }
+            for d, m in med.items()
+        },
+        "dev": {d: {k: round(v, 4) for k, v in m.items()} for d, m in dev.items()},
+        "vs_base": {
+            d: {
+                "predict_speedup": round(med[base]["predict"] / med[d]["predict"], 3),
+                "encoder_speedup": round(med[base]["encode"] / med[d]["encode"], 3),
+                "dev_change": {k: round(dev[d][k] - dev[base][k], 4) for k in dev[base]},
+            }
+            for d in dtypes[1:]
+        },
+    }
+
+
 def perf(model: Path, n_notes: int, dtype: str, repeats: int = 3) -> dict[str, Any]:
     """Run :func:`_child_perf` in a fresh process (its own peak RSS)."""
     cmd = [sys.executable, __file__, "--child-perf", str(model), "--n-notes", str(n_notes), "--dtype", dtype]
@@ -392,6 +454,41 @@ def zero_shot_row(model: Path) -> dict[str, Any]:
     return {
         "dev": _slim(m),
         "note": "the full model's zero-shot path alone (max cosine sentence / code text)",
+    }
+
+
+FRONTIER_OFFSETS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+
+
+def unseen_frontier(model: Path, offsets: Sequence[float] = FRONTIER_OFFSETS) -> dict[str, Any]:
+    """What recall of unseen codes costs: dev MAP, micro-F1 and unseen R@10 as the last offset of
+    the codes without training notes grows (the trade-off that training tunes with its tolerances).
+
+    The coder's own last offset (``reranked_unseen_bias``, or ``unseen_bias`` without a reranker) is
+    set to 0 and the grid is added to the dev logits (:func:`kgcode.training.tradeoff_metrics`:
+    exact MAP and unseen R@10; micro-F1 at its best threshold for each offset, so slightly
+    optimistic).
+    """
+    from kgcode import paths
+    from kgcode.coder import Coder
+    from kgcode.datasets import read_dataset
+    from kgcode.training import encode_notes, prepare_notes, score_encoded, tradeoff_metrics
+
+    coder = Coder.load(model)
+    key = "reranked_unseen_bias" if coder.reranker is not None else "unseen_bias"
+    chosen = float(getattr(coder.config, key) or 0.0)
+    setattr(coder.config, key, 0.0)
+    notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
+    encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
+    logits = score_encoded(coder, encoded)
+    rows = tradeoff_metrics(logits, encoded.gold, coder.unseen_mask, offsets)
+    return {
+        "offset": key,
+        "chosen": chosen,
+        "points": [
+            {"offset": o, **{k: round(v, 4) for k, v in m.items()}}
+            for o, m in zip(offsets, rows, strict=True)
+        ],
     }
 
 
@@ -502,7 +599,7 @@ def main() -> None:
         "--kg", default=None, help="KG folder (default: build one under .cache/bench-models)."
     )
     parser.add_argument(
-        "--only", default="full,text_only,no_contrastive,no_lexicon,seeds,zero_shot,tfidf,perf"
+        "--only", default="full,text_only,no_contrastive,no_lexicon,seeds,zero_shot,frontier,tfidf,perf"
     )
     parser.add_argument("--quick", action="store_true", help="One epoch per variant (a smoke run).")
     parser.add_argument(
@@ -518,7 +615,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child_perf:
         logging.basicConfig(level=logging.WARNING)
-        print(json.dumps(_child_perf(args.child_perf, args.n_notes, args.dtype, args.repeats)))  # noqa: T201
+        if "," in args.dtype:
+            out = _child_compare(args.child_perf, args.n_notes, args.dtype.split(","), args.repeats)
+        else:
+            out = _child_perf(args.child_perf, args.n_notes, args.dtype, args.repeats)
+        print(json.dumps(out))  # noqa: T201
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -563,16 +664,29 @@ def main() -> None:
         if rows:
             ablation["lexicon_only"] = rows["lexicon_only"]
             results["lexicon_crossfit"] = rows["crossfit"]
+    if "frontier" in only:
+        logger.info("==> the unseen-code trade-off of full and text-only (dev)")
+        results["unseen_frontier"] = {
+            name: unseen_frontier(MODELS / name)
+            for name in ("full", "text_only")
+            if (MODELS / name / "config.json").is_file()
+        }
     if "tfidf" in only:
         logger.info("==> TF-IDF + one-vs-rest logistic regression")
         ablation["tfidf_lr"] = {"dev": tfidf_baseline(kg)}
     if "perf" in only and (MODELS / "full" / "config.json").is_file():
         from kgcode.coder import resolve_inference_dtype
 
-        # "auto" is what users get; fp32 beside it where auto resolves to bf16 on this CPU
-        dtypes = ["auto"] + (["fp32"] if resolve_inference_dtype("auto") != "fp32" else [])
+        # "auto" is what users get; fp32 beside it where auto resolves to bf16 on this CPU; int8
+        # (opt-in) with its dev quality change against auto, from the same bench run
+        dtypes = ["auto"] + (["fp32"] if resolve_inference_dtype("auto") != "fp32" else []) + ["int8"]
         logger.info("==> performance (%s, fresh processes)", ", ".join(dtypes))
         results["performance"] = {d: perf(MODELS / "full", args.n_notes, d, args.repeats) for d in dtypes}
+        logger.info("==> the precisions side by side in one process (interleaved runs)")
+        results.pop("int8_vs_auto", None)
+        results["precision_side_by_side"] = perf(
+            MODELS / "full", args.n_notes, ",".join(dict.fromkeys(["auto", *dtypes])), args.repeats
+        )
     results["training_seconds_full"] = (ablation.get("full") or {}).get("training_seconds")
     results["table"] = summary_table(ablation)
     results["kg_margin"] = kg_margin(ablation, int(specs["full"]["training"]["seed"]))
