@@ -106,6 +106,7 @@ __all__ = [
     "InvalidNoteError",
     "MemoryScorer",
     "RelationalSIGN",
+    "ScoringInputs",
     "check_note",
     "code_text_vectors",
     "graph_inputs",
@@ -664,6 +665,28 @@ class MemoryScorer(nn.Module):
             "knn_temperature": self.knn_temperature,
             "weights": self._init_weights,
         }
+
+
+@dataclass
+class ScoringInputs:
+    """What :meth:`Coder.score_notes` computes for a batch of notes before any dictionary weight or
+    prior enters (:meth:`Coder.scoring_inputs`), kept to score the same notes again.
+
+    Attributes:
+        vectors, mask: :meth:`Coder.pad_segments` of the notes.
+        coverage, matched: :meth:`Coder.lexical_match` (``None`` without a lexicon).
+        stage_one: the cheap first stage over all labels (``None`` when every label is scored
+            exactly).
+
+    Shapes:
+        vectors: ``(b, s, text_dim)``; mask: ``(b, s)``; coverage, matched: ``(b, num_labels)``.
+    """
+
+    vectors: Tensor
+    mask: Tensor
+    coverage: Tensor | None
+    matched: Tensor | None
+    stage_one: tuple[Tensor, Tensor | None, Tensor] | None
 
 
 # =========================================================================== configuration
@@ -1315,6 +1338,7 @@ class Coder(nn.Module):
         attention: bool = False,
         lexical: Tensor | None = None,
         coverage: Tensor | None = None,
+        stage_one: tuple[Tensor, Tensor | None, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits of every label (or ``rows``) from padded segment vectors, using the code bank.
 
@@ -1329,6 +1353,8 @@ class Coder(nn.Module):
                 ``part="all"``.
             coverage: the dictionary coverage of every label (:meth:`lexical_match`), a feature of
                 the candidate reranker (``part="all"`` on every label; zeros when ``None``).
+            stage_one: :meth:`_stage_one` of these vectors, when already computed (see
+                :class:`ScoringInputs`).
 
         Returns:
             ``(logits, attention or None)``.
@@ -1341,7 +1367,7 @@ class Coder(nn.Module):
             raise RuntimeError("no code bank: call finalize() (or load a saved coder)")
         k = int(self.config.rerank_k or 0)
         if part == "all" and rows is None and not attention and 0 < k < len(self.labels):
-            logits, zs = self._score_two_stage(vectors, mask, k, lexical)
+            logits, zs = self._score_two_stage(vectors, mask, k, lexical, stage_one=stage_one)
             return self._rerank(self._unseen_offset(logits, None), vectors, mask, coverage, zs), None
         bank = self.bank if rows is None else {key: v[rows] for key, v in self.bank.items()}
         head = self.fusion
@@ -1449,7 +1475,13 @@ class Coder(nn.Module):
         return (out if memory is None else out + memory), memory, zs
 
     def _score_two_stage(
-        self, vectors: Tensor, mask: Tensor, k: int, lexical: Tensor | None = None
+        self,
+        vectors: Tensor,
+        mask: Tensor,
+        k: int,
+        lexical: Tensor | None = None,
+        *,
+        stage_one: tuple[Tensor, Tensor | None, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Every label scored cheaply (:meth:`_stage_one`); each note's ``k`` best re-scored exactly.
 
@@ -1468,7 +1500,7 @@ class Coder(nn.Module):
             logits, zero_shot: ``(b, num_labels)``.
         """
         with self._autocast():
-            first, memory, zs = self._stage_one(vectors, mask)
+            first, memory, zs = stage_one if stage_one is not None else self._stage_one(vectors, mask)
             if lexical is not None:
                 first = first + lexical
             top = first.topk(k, dim=1)
@@ -1539,6 +1571,7 @@ class Coder(nn.Module):
         *,
         part: str = "all",
         padded: tuple[Tensor, Tensor] | None = None,
+        inputs: ScoringInputs | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits of every label for encoded notes: the one scoring path of predict and evaluation.
 
@@ -1549,6 +1582,8 @@ class Coder(nn.Module):
             segments: the notes' encoded sentences.
             part: see :meth:`score_segments`.
             padded: :meth:`pad_segments` of ``segments`` when the caller has it already.
+            inputs: :meth:`scoring_inputs` of ``segments``, when the same notes are scored again
+                with another dictionary weight or prior (the scores are the same as without).
 
         Returns:
             ``(logits, matched)``: ``matched`` is each label's dictionary-matched sentence (-1:
@@ -1557,17 +1592,50 @@ class Coder(nn.Module):
         Shapes:
             logits, matched: ``(len(segments), num_labels)``.
         """
-        vec, mask = padded if padded is not None else self.pad_segments(segments)
+        if inputs is not None:
+            vec, mask = inputs.vectors, inputs.mask
+        else:
+            vec, mask = padded if padded is not None else self.pad_segments(segments)
         if part != "all":
             return self.score_segments(vec, mask, part=part)[0], None
         lexical = coverage = matched = None
         weight = float(self.config.lexical_weight or 0.0)
         if self.lexicon is not None and (weight != 0.0 or self.reranker is not None):
-            coverage, matched = self.lexical_match(segments)
+            if inputs is not None and inputs.coverage is not None:
+                coverage, matched = inputs.coverage, inputs.matched
+            else:
+                coverage, matched = self.lexical_match(segments)
             if weight != 0.0:
                 lexical = weight * coverage * self.lexical_reliability()
-        logits, _ = self.score_segments(vec, mask, lexical=lexical, coverage=coverage)
+        stage_one = inputs.stage_one if inputs is not None else None
+        logits, _ = self.score_segments(vec, mask, lexical=lexical, coverage=coverage, stage_one=stage_one)
         return logits, (matched if weight != 0.0 else None)
+
+    @torch.no_grad()
+    def scoring_inputs(self, segments: Sequence[Segments]) -> ScoringInputs:
+        """What :meth:`score_notes` computes before the dictionary weight and prior enter.
+
+        Scoring the same notes under many dictionary settings (training's sweep) then skips the
+        padding, the dictionary look-up and the zero-shot product over all labels each time. Valid
+        while the weights, the bank and the lexicon stay as they are.
+
+        Args:
+            segments: the notes' encoded sentences.
+
+        Returns:
+            The padded vectors, the dictionary coverage and matched sentences (with a lexicon), and
+            the cheap first stage over all labels (when ``rerank_k`` selects candidates).
+        """
+        vec, mask = self.pad_segments(segments)
+        coverage = matched = None
+        if self.lexicon is not None:
+            coverage, matched = self.lexical_match(segments)
+        stage_one = None
+        k = int(self.config.rerank_k or 0)
+        if self.bank and 0 < k < len(self.labels):
+            with self._autocast():
+                stage_one = self._stage_one(vec, mask)
+        return ScoringInputs(vec, mask, coverage, matched, stage_one)
 
     @torch.inference_mode()
     def predict(

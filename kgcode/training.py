@@ -56,6 +56,7 @@ from kgcode.coder import (
     Coder,
     CoderConfig,
     GraphInputs,
+    ScoringInputs,
     check_note,
     config_from_dict,
     map_gold_codes,
@@ -380,16 +381,40 @@ def gold_matrix(encoded: EncodedNotes, num_labels: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def score_encoded(coder: Coder, encoded: EncodedNotes, *, part: str = "all", batch_size: int = 8) -> Tensor:
+def score_encoded(
+    coder: Coder,
+    encoded: EncodedNotes,
+    *,
+    part: str = "all",
+    batch_size: int = 8,
+    inputs: Sequence[ScoringInputs] | None = None,
+) -> Tensor:
     """Logits of every label for encoded notes (uses the code bank).
+
+    Args:
+        coder: a finalized coder.
+        encoded: the notes.
+        part: see :meth:`Coder.score_notes`.
+        batch_size: notes per scoring batch.
+        inputs: :meth:`Coder.scoring_inputs` of each batch (as :func:`scoring_inputs` returns
+            them for the same ``batch_size``), to score the same notes again faster.
 
     Shapes:
         output: ``(len(encoded), num_labels)``.
     """
     out = []
-    for start in range(0, len(encoded), batch_size):
-        out.append(coder.score_notes(encoded.segments[start : start + batch_size], part=part)[0])
+    for j, start in enumerate(range(0, len(encoded), batch_size)):
+        batch = encoded.segments[start : start + batch_size]
+        out.append(coder.score_notes(batch, part=part, inputs=inputs[j] if inputs else None)[0])
     return torch.cat(out) if out else torch.zeros(0, len(coder.labels))
+
+
+def scoring_inputs(coder: Coder, encoded: EncodedNotes, *, batch_size: int = 8) -> list[ScoringInputs]:
+    """:meth:`Coder.scoring_inputs` of each batch of :func:`score_encoded` (same ``batch_size``)."""
+    return [
+        coder.scoring_inputs(encoded.segments[start : start + batch_size])
+        for start in range(0, len(encoded), batch_size)
+    ]
 
 
 def evaluate_coder(
@@ -534,8 +559,10 @@ def lexicon_sweep(coder: Coder, encoded: EncodedNotes, cfg: TrainConfig) -> list
     """Score the notes with every (weight, prior) of the grid, exactly as the coder will predict.
 
     The dictionary term enters both scoring stages (a matched code becomes a candidate), so each
-    grid point is scored end to end rather than added to fixed logits afterwards. The coder's
-    ``lexical_weight`` / ``lexical_prior`` are restored.
+    grid point is scored end to end rather than added to fixed logits afterwards; what does not
+    depend on the weight and prior (padding, dictionary look-up, the zero-shot product over all
+    labels) is computed once (:meth:`Coder.scoring_inputs`). The coder's ``lexical_weight`` /
+    ``lexical_prior`` are restored.
 
     Args:
         coder: a finalized coder with a lexicon and its training-note counts.
@@ -549,12 +576,13 @@ def lexicon_sweep(coder: Coder, encoded: EncodedNotes, cfg: TrainConfig) -> list
     saved = coder.config.lexical_weight, coder.config.lexical_prior
     sweep: list[dict[str, Any]] = []
     without: Tensor | None = None  # weight 0 is the same for every prior: scored once
+    inputs = scoring_inputs(coder, encoded)
     try:
         for prior in cfg.lexical_priors:
             for weight in cfg.lexical_weights:
                 coder.config.lexical_weight, coder.config.lexical_prior = weight, prior
                 if weight != 0 or without is None:
-                    ap = average_precisions(score_encoded(coder, encoded), encoded.gold)
+                    ap = average_precisions(score_encoded(coder, encoded, inputs=inputs), encoded.gold)
                     without = ap if weight == 0 else without
                 else:
                     ap = without

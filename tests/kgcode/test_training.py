@@ -270,6 +270,32 @@ def test_lexicon_weight_and_prior_are_tuned_on_dev(kg, tmp_path: Path) -> None: 
     assert tune_lexicon(flat, [0])[:2] == (0.0, 0.1)  # all tie: the smallest weight and prior
 
 
+@pytest.mark.parametrize("rerank_k", [4, 0])  # two stages (the cached first stage) and all labels exact
+def test_scoring_inputs_give_the_same_scores_for_every_weight_and_prior(
+    kg,  # noqa: ANN001
+    tmp_path: Path,
+    rerank_k: int,
+) -> None:
+    from kgcode.training import EncodedNotes, score_encoded, scoring_inputs
+
+    c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config(rerank_k=rerank_k)), kg)
+    c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    notes = ["Fracture of the neck of the left femur, initial encounter.", "Hypoglycemia, unspecified.",
+             "Type 2 diabetes mellitus with hyperglycemia.\nNo fracture."]
+    segs = c.encode_notes(notes)
+    gold = [[c.label_row["ICD10CM:S72.002A"]], [c.label_row["ICD10CM:E16.2"]], []]
+    encoded = EncodedNotes(["a", "b", "c"], gold, segs)
+    c.fit_lexicon(segs, gold)
+    inputs = scoring_inputs(c, encoded, batch_size=2)
+    assert len(inputs) == 2 and (inputs[0].stage_one is not None) == (rerank_k > 0)
+    for weight, prior in ((0.0, 0.1), (2.0, 0.1), (20.0, 0.5)):
+        c.config.lexical_weight, c.config.lexical_prior = weight, prior
+        plain = score_encoded(c, encoded, batch_size=2)
+        cached = score_encoded(c, encoded, batch_size=2, inputs=inputs)
+        assert torch.equal(plain, cached)
+    assert c.scoring_inputs(segs).coverage.shape == (3, len(c.labels))
+
+
 def test_training_records_the_dictionary_match(result) -> None:  # noqa: ANN001
     lex = result.coder.card["lexicon"]
     coder = result.coder
