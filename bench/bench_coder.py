@@ -460,6 +460,40 @@ def zero_shot_row(model: Path) -> dict[str, Any]:
 FRONTIER_OFFSETS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 
 
+def operating_points(probs: Any, gold: Any, coder: Any, *, low: int, high: int) -> dict[str, Any]:
+    """One training-frequency bucket's F1 at the coder's threshold, its best F1 over thresholds, and
+    the precision of its N most probable (note, code) pairs pooled over the notes.
+
+    The bucket F1 at the global threshold mixes two things: how well the bucket's codes are ranked
+    and where the threshold (tuned for micro-F1 over all codes) happens to fall for them. The best
+    F1 over thresholds and the pooled precision at equal numbers of predictions measure the first
+    alone, so two models can be compared at the same operating point.
+    """
+    import numpy as np
+
+    counts = np.asarray(coder.train_counts)
+    cols = (counts >= low) & (counts <= high)
+    p, g = probs[:, cols], gold[:, cols]
+
+    def f1(thr: float) -> float:
+        pred = p >= thr
+        tp = int((pred & g).sum())
+        return 2 * tp / max(1, int(pred.sum()) + int(g.sum()))
+
+    grid = [round(t, 2) for t in np.arange(0.05, 0.951, 0.01)]
+    best = max(grid, key=f1)
+    order = np.argsort(-p, axis=None)
+    hits = g.ravel()[order]
+    return {
+        "mentions": int(g.sum()),
+        "f1_at_threshold": round(f1(float(coder.threshold)), 4),
+        "threshold": round(float(coder.threshold), 3),
+        "best_f1": round(f1(best), 4),
+        "best_threshold": best,
+        "pooled_precision_at": {str(n): round(float(hits[:n].mean()), 4) for n in (300, 450, 600, 800)},
+    }
+
+
 def unseen_frontier(model: Path, offsets: Sequence[float] = FRONTIER_OFFSETS) -> dict[str, Any]:
     """What recall of unseen codes costs: dev MAP, micro-F1 and unseen R@10 as the last offset of
     the codes without training notes grows (the trade-off that training tunes with its tolerances).
@@ -469,10 +503,12 @@ def unseen_frontier(model: Path, offsets: Sequence[float] = FRONTIER_OFFSETS) ->
     exact MAP and unseen R@10; micro-F1 at its best threshold for each offset, so slightly
     optimistic).
     """
+    import torch
+
     from kgcode import paths
     from kgcode.coder import Coder
     from kgcode.datasets import read_dataset
-    from kgcode.training import encode_notes, prepare_notes, score_encoded, tradeoff_metrics
+    from kgcode.training import encode_notes, gold_matrix, prepare_notes, score_encoded, tradeoff_metrics
 
     coder = Coder.load(model)
     key = "reranked_unseen_bias" if coder.reranker is not None else "unseen_bias"
@@ -482,9 +518,11 @@ def unseen_frontier(model: Path, offsets: Sequence[float] = FRONTIER_OFFSETS) ->
     encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
     logits = score_encoded(coder, encoded)
     rows = tradeoff_metrics(logits, encoded.gold, coder.unseen_mask, offsets)
+    final = torch.sigmoid(logits + chosen * coder.unseen_mask.float()).numpy()
     return {
         "offset": key,
         "chosen": chosen,
+        "rare_1_5": operating_points(final, gold_matrix(encoded, len(coder.labels)), coder, low=1, high=5),
         "points": [
             {"offset": o, **{k: round(v, 4) for k, v in m.items()}}
             for o, m in zip(offsets, rows, strict=True)
@@ -666,9 +704,10 @@ def main() -> None:
             results["lexicon_crossfit"] = rows["crossfit"]
     if "frontier" in only:
         logger.info("==> the unseen-code trade-off of full and text-only (dev)")
+        names = [n for n in ablation if n.startswith(("full", "text_only"))] or ["full", "text_only"]
         results["unseen_frontier"] = {
             name: unseen_frontier(MODELS / name)
-            for name in ("full", "text_only")
+            for name in names
             if (MODELS / name / "config.json").is_file()
         }
     if "tfidf" in only:
