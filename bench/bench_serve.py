@@ -177,6 +177,8 @@ def main() -> int:
     ap.add_argument("--kg", default=None, help="KG folder (default: the last one built)")
     ap.add_argument("--duration", type=float, default=15.0, help="seconds per endpoint")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients for /codes/{code}")
+    ap.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "int8"],
+                    help="the model's inference precision (kgcode serve --dtype; default: the model's)")
     ap.add_argument("--out", default=str(RESULTS / "serve.json"))
     args = ap.parse_args()
     model = args.model_opt or args.model
@@ -193,6 +195,8 @@ def main() -> int:
            "--kg", str(kg_dir), "--port", str(port)]
     if model:
         cmd += ["--model", str(model)]
+        if args.dtype:
+            cmd += ["--dtype", args.dtype]
     logger.info("starting: %s", " ".join(cmd))
     t_start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -240,6 +244,7 @@ def main() -> int:
     targets = {"GET /codes/{code}": 20.0, "POST /predict": 500.0}
     result = {
         "benchmark": "serve",
+        "dtype": args.dtype or "the model's",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "kg": str(kg_dir), "model": model, "model_loaded": bool(health["model"]["loaded"]),
