@@ -281,8 +281,10 @@ class HFTextEncoder(TextEncoder):
             warnings.simplefilter("ignore")
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-            model = quantize_dynamic(
-                copy.deepcopy(self.model).cpu().eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}
+            model = quantize_dynamic(  # in place on a private copy: one transient copy, not two
+                copy.deepcopy(self.model).cpu().eval(),
+                {torch.nn.Linear: per_channel_dynamic_qconfig},
+                inplace=True,
             )
         twin = HFTextEncoder(
             self.model_path,
