@@ -87,6 +87,7 @@ from gnn.registry import gnn_registry
 from gnn.rsign import RelationalSIGN
 from text_encoder.base import Segments, TextEncoder
 from text_encoder.hashing import HashingTextEncoder
+from text_encoder.quantize import int8_linear
 from text_encoder.registry import text_encoder_from_config, text_encoder_registry
 
 if TYPE_CHECKING:
@@ -718,8 +719,9 @@ def resolve_inference_dtype(name: str | None) -> str:
     Args:
         name: ``"auto"`` (bf16 where :func:`native_bf16`, else fp32), ``"bf16"``, ``"fp32"``
             (``None`` and ``"float32"`` mean fp32, ``"bfloat16"`` bf16), or ``"int8"``: the note
-            encoder's linear layers dynamically quantized (:meth:`text_encoder.base.TextEncoder.quantized`),
-            scoring and the code bank in fp32. ``auto`` never picks int8, which changes the
+            encoder's linear layers dynamically quantized (:meth:`text_encoder.base.TextEncoder.quantized`)
+            and the zero-shot product with every code text in int8, the rest of the scoring and the
+            code bank in fp32. ``auto`` never picks int8, which changes the
             scores a little (measured on CodiEsp dev in ``bench/results/coder.json``).
 
     Returns:
@@ -787,7 +789,8 @@ class CoderConfig:
         max_segments: at most this many sentences of a note are scored (the first ones).
         inference_dtype: ``"auto"`` (bf16 where the CPU computes bf16 natively, else fp32: see
             :func:`resolve_inference_dtype`), ``"bf16"`` (autocast, and a bf16 code bank), ``"fp32"``
-            or ``"int8"`` (an int8 note encoder, fp32 scoring; never chosen by ``auto``).
+            or ``"int8"`` (an int8 note encoder and zero-shot product, the rest fp32; never chosen by
+            ``auto``).
         batch_size: notes per scoring batch in :meth:`Coder.predict`.
         threshold: decision threshold on the probability (tuned on dev by training).
         top_k: default number of codes returned per note.
@@ -1445,8 +1448,8 @@ class Coder(nn.Module):
     def zero_shot_max(self, vectors: Tensor, mask: Tensor) -> Tensor:
         """Zero-shot score of every label: the best cosine between a sentence and the code text.
 
-        All sentences of the batch go through one matrix product with the code text bank (bf16
-        when configured), so the bank is read once per batch.
+        All sentences of the batch go through one matrix product with the code text bank (bf16 or
+        int8 when configured), so the bank is read once per batch.
 
         Shapes:
             vectors: ``(b, s, text_dim)``; mask: ``(b, s)``; output: ``(b, num_labels)``.
@@ -1456,13 +1459,23 @@ class Coder(nn.Module):
         flat = seg[mask].to(zs.dtype)
         out = torch.zeros(vectors.shape[0], zs.shape[0])
         if flat.shape[0]:
-            sim = flat @ zs.T
+            sim = self._zs_int8()(flat) if self.runtime_dtype == "int8" else flat @ zs.T
             pos = 0
             for i, n in enumerate(mask.sum(1).tolist()):
                 if n:
                     out[i] = sim[pos : pos + n].amax(0).float()
                 pos += n
         return out
+
+    def _zs_int8(self) -> nn.Module:
+        """The zero-shot product with the code texts in int8 (``inference_dtype: int8``), built once
+        per bank (a plain attribute, not a submodule: never saved)."""
+        zs = self.bank["zs"]
+        cached = self.__dict__.get("_zs_int8_cache")
+        if cached is None or cached[0] is not zs:
+            cached = (zs, int8_linear(zs))
+            self.__dict__["_zs_int8_cache"] = cached
+        return cached[1]
 
     def _stage_one(self, vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
         """Cheap scores of every label (weighted zero-shot maximum plus memory), the memory part and

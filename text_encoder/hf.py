@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from text_encoder.base import Segments, TextEncoder
+from text_encoder.quantize import quantize_linears
 from text_encoder.registry import register_text_encoder
 from text_encoder.segment import split_sentences, window_spans
 
@@ -274,18 +274,9 @@ class HFTextEncoder(TextEncoder):
         cached = self.__dict__.get("_int8")
         if cached is not None:
             return cached
-        if not [e for e in torch.backends.quantized.supported_engines if e != "none"]:
-            raise ValueError("this torch build has no quantized engine: int8 inference is unavailable")
         self.load()
-        with warnings.catch_warnings():  # torch marks its eager quantization API as deprecated
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-            model = quantize_dynamic(  # in place on a private copy: one transient copy, not two
-                copy.deepcopy(self.model).cpu().eval(),
-                {torch.nn.Linear: per_channel_dynamic_qconfig},
-                inplace=True,
-            )
+        # quantized in place on a private copy: one transient copy of the weights, not two
+        model = quantize_linears(copy.deepcopy(self.model).cpu().eval())
         twin = HFTextEncoder(
             self.model_path,
             max_length=self.max_length,

@@ -394,6 +394,18 @@ def test_int8_routes_notes_through_the_encoders_int8_copy(kg, tmp_path: Path) ->
     assert torch.equal(segs[0].vectors, twin.encode_segments(NOTE).vectors)
     int8 = c.predict([NOTE], top_k=3, threshold=0.0)[0]
     assert [r["score"] for r in int8] != [r["score"] for r in fp32]
+    # the zero-shot product with every code text runs in int8 too, built once per bank
+    vec, mask = c.pad_segments(segs)
+    product = c._zs_int8()
+    assert c._zs_int8() is product
+    zs_int8 = c.zero_shot_max(vec, mask)
+    c.set_inference_dtype("fp32")
+    zs_fp32 = c.zero_shot_max(vec, mask)
+    assert (zs_int8 - zs_fp32).abs().max() < 0.05 and not torch.equal(zs_int8, zs_fp32)
+    c.set_inference_dtype("int8")
+    assert c._zs_int8() is product  # the same bank: reused
+    c.bank = {**c.bank, "zs": c.bank["zs"].clone()}  # a new bank (finalize, load): rebuilt
+    assert c._zs_int8() is not product
     with pytest.raises(ValueError, match="expected one of auto, fp32, bf16, int8"):
         c.set_inference_dtype("fp8")
 
