@@ -131,6 +131,21 @@ def test_rerank_puts_candidates_first_and_keeps_the_rest_in_order(table: LabelTa
     assert sorted(rest, key=lambda j: -float(out[0, j])) == order
 
 
+def test_a_batch_of_notes_gets_each_notes_own_tree_scores(table: LabelTable) -> None:
+    trees, _, _ = _fitted()
+    # labels 2 and 4 are unseen: the first note's two signals pick the same one, the second's differ
+    logits = torch.tensor([[0.5, 3.0, -4.0, 2.0, -5.0, 0.4], [1.0, 2.5, -3.0, 0.2, -1.0, 2.0]])
+    zs = torch.tensor([[0.0, 0.1, 0.9, 0.0, 0.2, 0.0], [0.3, 0.0, 0.8, 0.1, 0.0, 0.0]])
+    cov = torch.tensor([[0.0, 0.0, 0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0, 0.7, 0.0]])
+    cands = candidate_features(logits, zs, cov, torch.full((6,), 0.5), table, top_k=2, unseen_k=1)
+    assert len({len(rows) for rows, _ in cands}) > 1  # notes with different candidate counts
+    out = rerank_logits(logits, cands, trees)
+    for i, (rows, feats) in enumerate(cands):  # the same as reranking each note alone
+        alone = rerank_logits(logits[i : i + 1], [(rows, feats)], trees)
+        assert torch.equal(out[i], alone[0])
+        assert torch.allclose(out[i, rows], torch.from_numpy(trees.decision_function(feats)).float())
+
+
 def test_labels_outside_the_candidates_never_tie(table: LabelTable) -> None:
     trees, _, _ = _fitted()
     # E11.65 and J18 are unseen candidates with low scores; the others above them must keep their gaps
