@@ -97,6 +97,7 @@ __all__ = [
     "CODER_FILES",
     "FORMAT",
     "FORMAT_VERSION",
+    "INFERENCE_DTYPES",
     "LEXICON_FILE",
     "READABLE_FORMAT_VERSIONS",
     "Coder",
@@ -115,7 +116,6 @@ __all__ = [
     "map_gold_codes",
     "native_bf16",
     "neighbourhood_labels",
-    "INFERENCE_DTYPES",
     "resolve_inference_dtype",
 ]
 
