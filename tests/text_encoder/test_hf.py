@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from text_encoder import EmbeddingCache, HFTextEncoder, default_model_path, text_encoder_from_config
-from text_encoder.hf import show_progress
+from text_encoder.hf import length_batches, show_progress
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,13 @@ def test_bad_model_paths_name_the_path(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"pooling": "sum"}, "pooling"), ({"dtype": "fp16"}, "dtype"), ({"max_length": 2}, "max_length")],
+    [
+        ({"pooling": "sum"}, "pooling"),
+        ({"dtype": "fp16"}, "dtype"),
+        ({"max_length": 2}, "max_length"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_batch_tokens": 0}, "max_batch_tokens"),
+    ],
 )
 def test_bad_options(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -60,6 +66,8 @@ def test_local_folder_by_option_and_fingerprint() -> None:
     assert "model_path" not in fp and "state_sha256" not in fp["model"]
     assert not enc.is_loaded  # fingerprinting a fresh encoder does not load it
     assert HFTextEncoder(max_length=64).fingerprint() != fp
+    # runtime options do not change the vectors, so they stay out of the cache key
+    assert HFTextEncoder(max_length=128, batch_size=7, max_batch_tokens=None).fingerprint() == fp
 
 
 def test_fingerprint_follows_weight_content_not_file_times(tmp_path: Path) -> None:
@@ -106,6 +114,27 @@ def test_length_sorted_batches_keep_input_order(minilm: HFTextEncoder) -> None:
     assert torch.allclose(batched, one_by_one, atol=1e-5)
     reversed_ = minilm.encode(texts[::-1], batch_size=2)
     assert torch.allclose(reversed_.flip(0), batched, atol=1e-5)
+
+
+def test_length_batches_respect_rows_and_padded_tokens() -> None:
+    lengths = [50, 40, 12, 10, 10, 9, 3, 2]
+    plan = length_batches(lengths, batch_size=4, max_tokens=48)
+    assert plan == [(0, 1), (1, 2), (2, 6), (6, 8)]
+    for start, stop in plan:  # padded to the batch's first (longest) text
+        assert stop - start <= 4 and ((stop - start) * lengths[start] <= 48 or stop - start == 1)
+    assert length_batches(lengths, batch_size=3, max_tokens=None) == [(0, 3), (3, 6), (6, 8)]
+    assert length_batches([], batch_size=3, max_tokens=10) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        length_batches([1], batch_size=0, max_tokens=None)
+
+
+def test_token_budget_gives_the_same_vectors(minilm: HFTextEncoder) -> None:
+    texts = ["short", "a longer text about chronic kidney disease stage three", "mid length text", "x"] * 3
+    budget = HFTextEncoder(max_batch_tokens=16)
+    budget.model, budget._tokenizer = minilm.model, minilm.tokenizer
+    assert torch.allclose(budget.encode(texts, batch_size=12), minilm.encode(texts, batch_size=12), atol=1e-5)
+    assert budget.get_config()["kwargs"]["max_batch_tokens"] == 16
+    assert budget.quantized().max_batch_tokens == 16
 
 
 def test_encode_edge_cases(minilm: HFTextEncoder) -> None:
