@@ -297,6 +297,12 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
+def _setting(spec: str) -> tuple[str, str]:
+    """``"int8"`` -> ``("int8", "torch")``; ``"onnx:int8"`` -> ``("int8", "onnx")``."""
+    backend, _, dtype = spec.rpartition(":")
+    return dtype, backend or "torch"
+
+
 def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[str, Any]:
     import torch
 
@@ -306,8 +312,8 @@ def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[
 
     t0 = time.perf_counter()
     coder = Coder.load(model)
-    if dtype != "auto":
-        coder.set_inference_dtype(dtype)  # int8: builds the quantized copy (part of the load time)
+    if dtype != "auto":  # int8: builds the quantized copy; onnx: opens the exported session (load time)
+        coder.set_inference(*_setting(dtype))
     coder.note_encoder.load()
     load_s = time.perf_counter() - t0
     notes, _ = read_dataset(DATA / "dev")
@@ -336,6 +342,7 @@ def _child_perf(model: str, n_notes: int, dtype: str, repeats: int = 3) -> dict[
     return {
         "dtype": dtype,
         "runtime_dtype": coder.runtime_dtype,
+        "runtime_backend": coder.runtime_backend,
         "native_bf16": native_bf16(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_s": round(load_s, 2),
@@ -374,11 +381,11 @@ def _child_compare(model: str, n_notes: int, dtypes: Sequence[str], repeats: int
     notes, _ = prepare_notes(notes, coder.label_row)
     sample = [n.text for n in notes][:n_notes]
     runs: dict[str, dict[str, list[float]]] = {d: {"predict": [], "encode": []} for d in dtypes}
-    for d in dtypes:  # warm-up (builds the int8 copy)
-        coder.set_inference_dtype(d).predict(sample[:4], threshold=0.0)
+    for d in dtypes:  # warm-up (builds the int8 copy, opens the ONNX session)
+        coder.set_inference(*_setting(d)).predict(sample[:4], threshold=0.0)
     for _ in range(max(1, repeats)):
         for d in dtypes:
-            coder.set_inference_dtype(d)
+            coder.set_inference(*_setting(d))
             t = time.perf_counter()
             coder.predict(sample, threshold=0.0)
             runs[d]["predict"].append(time.perf_counter() - t)
@@ -387,7 +394,7 @@ def _child_compare(model: str, n_notes: int, dtypes: Sequence[str], repeats: int
             runs[d]["encode"].append(time.perf_counter() - t)
     dev: dict[str, dict[str, float]] = {}
     for d in dtypes:
-        coder.set_inference_dtype(d)
+        coder.set_inference(*_setting(d))
         m = evaluate_coder(coder, encode_notes(coder, notes, inference=True))
         dev[d] = {
             "map": m["map"],
@@ -715,17 +722,22 @@ def main() -> None:
         ablation["tfidf_lr"] = {"dev": tfidf_baseline(kg)}
     if "perf" in only and (MODELS / "full" / "config.json").is_file():
         from kgcode.coder import resolve_inference_dtype
+        from text_encoder.onnx_backend import onnx_available
 
         # "auto" is what users get; fp32 beside it where auto resolves to bf16 on this CPU; int8
-        # (opt-in) with its dev quality change against auto, from the same bench run
+        # (opt-in) on torch and on ONNX Runtime with their dev quality change against auto, from
+        # the same bench run
         dtypes = ["auto"] + (["fp32"] if resolve_inference_dtype("auto") != "fp32" else []) + ["int8"]
-        logger.info("==> performance (%s, fresh processes)", ", ".join(dtypes))
-        results["performance"] = {d: perf(MODELS / "full", args.n_notes, d, args.repeats) for d in dtypes}
+        dtypes += ["onnx:int8"] if onnx_available() else []
+        # side by side first: it also writes the ONNX export once, which the fresh processes only open
         logger.info("==> the precisions side by side in one process (interleaved runs)")
         results.pop("int8_vs_auto", None)
+        side = ["auto", *dtypes] + (["onnx:fp32"] if onnx_available() else [])
         results["precision_side_by_side"] = perf(
-            MODELS / "full", args.n_notes, ",".join(dict.fromkeys(["auto", *dtypes])), args.repeats
+            MODELS / "full", args.n_notes, ",".join(dict.fromkeys(side)), args.repeats
         )
+        logger.info("==> performance (%s, fresh processes)", ", ".join(dtypes))
+        results["performance"] = {d: perf(MODELS / "full", args.n_notes, d, args.repeats) for d in dtypes}
     results["training_seconds_full"] = (ablation.get("full") or {}).get("training_seconds")
     results["table"] = summary_table(ablation)
     results["kg_margin"] = kg_margin(ablation, int(specs["full"]["training"]["seed"]))

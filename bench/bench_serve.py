@@ -179,6 +179,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients for /codes/{code}")
     ap.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "int8"],
                     help="the model's inference precision (kgcode serve --dtype; default: the model's)")
+    ap.add_argument("--backend", default=None, choices=["torch", "onnx"],
+                    help="where the note encoder runs (kgcode serve --backend; default: the model's)")
     ap.add_argument("--out", default=str(RESULTS / "serve.json"))
     args = ap.parse_args()
     model = args.model_opt or args.model
@@ -197,6 +199,8 @@ def main() -> int:
         cmd += ["--model", str(model)]
         if args.dtype:
             cmd += ["--dtype", args.dtype]
+        if args.backend:
+            cmd += ["--backend", args.backend]
     logger.info("starting: %s", " ".join(cmd))
     t_start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -245,6 +249,7 @@ def main() -> int:
     result = {
         "benchmark": "serve",
         "dtype": args.dtype or "the model's",
+        "backend": args.backend or "the model's",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "kg": str(kg_dir), "model": model, "model_loaded": bool(health["model"]["loaded"]),

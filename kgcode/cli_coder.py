@@ -24,7 +24,16 @@ from typing import Any
 
 import click
 
-__all__ = ["DTYPE_CHOICES", "dtype_option", "eval_command", "predict_command", "train_command"]
+__all__ = [
+    "BACKEND_CHOICES",
+    "DTYPE_CHOICES",
+    "apply_inference_options",
+    "backend_option",
+    "dtype_option",
+    "eval_command",
+    "predict_command",
+    "train_command",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +59,18 @@ dtype_option = click.option(
 )
 
 
-def _load_coder(model: Path, dtype: str | None = None) -> Any:
+#: the values of ``--backend`` (kgcode.coder.INFERENCE_BACKENDS)
+BACKEND_CHOICES = ("torch", "onnx")
+
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+    help="Where the note encoder runs (default: the model's inference_backend, torch). onnx: ONNX "
+         "Runtime with a fused graph (needs pip install 'kgcode[onnx]'; exported once, about 10 s); "
+         "with --dtype int8 the fastest on CPUs.",
+)
+
+
+def _load_coder(model: Path, dtype: str | None = None, backend: str | None = None) -> Any:
     from kgcode.coder import Coder, CoderFormatError
 
     try:
@@ -59,12 +79,26 @@ def _load_coder(model: Path, dtype: str | None = None) -> Any:
         _fail(str(err).splitlines()[0])
     except (OSError, ValueError) as err:
         _fail(f"cannot load the coder in {model}: {str(err).splitlines()[0]}")
-    if dtype is not None:
-        try:
-            coder.set_inference_dtype(dtype)
-        except ValueError as err:
-            _fail(f"--dtype {dtype}: {str(err).splitlines()[0]}")
+    problem = apply_inference_options(coder, dtype, backend)
+    if problem:
+        _fail(problem)
     return coder
+
+
+def apply_inference_options(coder: Any, dtype: str | None, backend: str | None) -> str | None:
+    """Apply ``--dtype`` / ``--backend`` to a loaded coder.
+
+    Returns:
+        ``None``, or a one-line message naming the options and what went wrong.
+    """
+    if dtype is None and backend is None:
+        return None
+    try:
+        coder.set_inference(dtype or coder.config.inference_dtype, backend or coder.config.inference_backend)
+    except ValueError as err:
+        flags = " ".join(f"--{k} {v}" for k, v in (("dtype", dtype), ("backend", backend)) if v)
+        return f"{flags}: {str(err).splitlines()[0]}"
+    return None
 
 
 # =========================================================================== train
@@ -210,10 +244,11 @@ def _records(data: bytes, name: str) -> Iterator[tuple[int, str, str | None, str
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "text"]), default="jsonl", show_default=True,
               help="jsonl: one JSON object per note; text: a readable list with the evidence sentences.")
 @dtype_option
+@backend_option
 @click.pass_context
 def predict_command(
     ctx: click.Context, model: Path, source: str, top_k: int | None, threshold: float | None, evidence: int,
-    batch_size: int | None, fmt: str, dtype: str | None,
+    batch_size: int | None, fmt: str, dtype: str | None, backend: str | None,
 ) -> None:
     """Code the notes in SOURCE (a text file, a JSONL file with id/text, or - for stdin): JSONL out.
 
@@ -230,7 +265,7 @@ def predict_command(
         if not path.is_file():
             _fail(f"no such file: {source}")
         data, name = path.read_bytes(), path.name
-    coder = _load_coder(model, dtype)
+    coder = _load_coder(model, dtype, backend)
     good: list[tuple[str, str]] = []
     errors = 0
     for n, rid, text, error in _records(data, name):
@@ -304,10 +339,11 @@ def _table(m: dict[str, Any], n_notes: int, part: str) -> str:
               help="KG that maps MeSH/OMIM-coded data (PubTator, e.g. NCBI disease) to ICD-10-CM "
                    "(default: the last KG built).")
 @dtype_option
+@backend_option
 @click.pass_context
 def eval_command(
     ctx: click.Context, model: Path, data_path: Path, as_json: bool, part: str, threshold: float | None,
-    kg_dir: Path | None, dtype: str | None,
+    kg_dir: Path | None, dtype: str | None, backend: str | None,
 ) -> None:
     """Evaluate a coder on coded notes: MAP, micro/macro P/R/F1, P@k, R@k, frequency buckets.
 
@@ -319,7 +355,7 @@ def eval_command(
 
     if not data_path.exists():
         _fail(f"--data: no such file or folder: {data_path}")
-    coder = _load_coder(model, dtype)
+    coder = _load_coder(model, dtype, backend)
     try:
         notes, report = read_dataset(data_path)
     except (ValueError, FileNotFoundError) as err:
@@ -357,6 +393,7 @@ def eval_command(
         metrics["data"]["silver_icd10cm"] = silver
     metrics["part"] = part
     metrics["inference_dtype"] = coder.runtime_dtype
+    metrics["inference_backend"] = coder.runtime_backend
     if as_json:
         click.echo(json.dumps(metrics, indent=2, default=float))
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from kgcode.cli_coder import dtype_option
+from kgcode.cli_coder import apply_inference_options, backend_option, dtype_option
 from kgcode.cli_common import kg_option, load_kg_option
 
 __all__ = ["serve_command"]
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 @click.option("--max-body-mb", default=2.0, show_default=True, type=click.FloatRange(0.01, 1024),
               help="Largest request body (MB).")
 @dtype_option
+@backend_option
 def serve_command(
     model_dir: Path | None,
     kg_dir: Path | None,
@@ -39,6 +40,7 @@ def serve_command(
     max_batch: int,
     max_body_mb: float,
     dtype: str | None,
+    backend: str | None,
 ) -> None:
     """Serve predictions, code lookup, mappings and neighbourhood views over HTTP, with a page at /.
 
@@ -56,11 +58,9 @@ def serve_command(
     coder, error = (None, "no --model given") if model_dir is None else load_coder(model_dir)
     if model_dir is not None and coder is None:
         click.echo(f"kgcode: warning: {error}; serving without a model", err=True)
-    if coder is not None and dtype is not None:
-        try:
-            coder.set_inference_dtype(dtype)
-        except ValueError as err:
-            raise click.UsageError(f"--dtype {dtype}: {str(err).splitlines()[0]}") from None
+    problem = None if coder is None else apply_inference_options(coder, dtype, backend)
+    if problem:
+        raise click.UsageError(problem)
     app = create_app(graph, coder, kg_path=kg_dir or getattr(graph, "path", None), model_path=model_dir,
                      model_error=error, timeout_s=timeout_s, max_batch=max_batch,
                      max_body_bytes=int(max_body_mb * 1_000_000))

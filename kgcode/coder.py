@@ -97,6 +97,7 @@ __all__ = [
     "CODER_FILES",
     "FORMAT",
     "FORMAT_VERSION",
+    "INFERENCE_BACKENDS",
     "INFERENCE_DTYPES",
     "LEXICON_FILE",
     "READABLE_FORMAT_VERSIONS",
@@ -116,6 +117,7 @@ __all__ = [
     "map_gold_codes",
     "native_bf16",
     "neighbourhood_labels",
+    "resolve_inference_backend",
     "resolve_inference_dtype",
 ]
 
@@ -712,6 +714,36 @@ _DTYPE_WARNED: set[str] = set()
 
 INFERENCE_DTYPES = ("auto", "fp32", "bf16", "int8")
 
+#: Where the note encoder runs at inference: torch, or ONNX Runtime (``pip install 'kgcode[onnx]'``).
+INFERENCE_BACKENDS = ("torch", "onnx")
+
+
+def resolve_inference_backend(backend: str | None, dtype: str | None) -> tuple[str, str]:
+    """The backend and precision to run, checked together.
+
+    Args:
+        backend: ``"torch"`` (``None`` too) or ``"onnx"``: the note encoder exported once to ONNX
+            Runtime (fused graph; fp32 or int8, see :meth:`text_encoder.hf.HFTextEncoder.onnx_runtime`);
+            the scoring after it is the same torch code either way.
+        dtype: see :func:`resolve_inference_dtype`. With ``"onnx"``, ``"auto"`` means fp32, and
+            bf16 is refused (ONNX Runtime's CPU kernels have no bf16 path here).
+
+    Returns:
+        ``(backend, dtype)``, e.g. ``("onnx", "int8")``.
+
+    Raises:
+        ValueError: an unknown backend or precision, or bf16 on the onnx backend.
+    """
+    key = (backend or "torch").lower()
+    if key not in INFERENCE_BACKENDS:
+        raise ValueError(f"inference_backend={backend!r}: expected one of {', '.join(INFERENCE_BACKENDS)}")
+    if key == "onnx":
+        if (dtype or "fp32").lower() in ("bf16", "bfloat16"):
+            raise ValueError("inference_dtype bf16 runs on the torch backend only: use fp32 or int8 on onnx")
+        if (dtype or "").lower() == "auto":
+            return key, "fp32"
+    return key, resolve_inference_dtype(dtype)
+
 
 def resolve_inference_dtype(name: str | None) -> str:
     """The inference precision to run: ``"bf16"``, ``"fp32"`` or ``"int8"``.
@@ -791,6 +823,8 @@ class CoderConfig:
             :func:`resolve_inference_dtype`), ``"bf16"`` (autocast, and a bf16 code bank), ``"fp32"``
             or ``"int8"`` (an int8 note encoder and zero-shot product, the rest fp32; never chosen by
             ``auto``).
+        inference_backend: ``"torch"`` or ``"onnx"`` (the note encoder in ONNX Runtime, fp32 or
+            int8: see :func:`resolve_inference_backend`).
         batch_size: notes per scoring batch in :meth:`Coder.predict`.
         threshold: decision threshold on the probability (tuned on dev by training).
         top_k: default number of codes returned per note.
@@ -833,6 +867,7 @@ class CoderConfig:
     max_note_chars: int = MAX_NOTE_CHARS
     max_segments: int = 256
     inference_dtype: str = "auto"
+    inference_backend: str = "torch"
     batch_size: int = 16
     threshold: float = 0.5
     top_k: int = 10
@@ -912,7 +947,8 @@ class Coder(nn.Module):
         super().__init__()
         if not labels:
             raise ValueError("a coder needs at least one label")
-        resolve_inference_dtype(config.inference_dtype)  # a bad name fails here, not at predict time
+        # a bad name fails here, not at predict time
+        resolve_inference_backend(config.inference_backend, config.inference_dtype)
         self.config = config
         self.labels = list(labels)
         self.label_row = {c: i for i, c in enumerate(self.labels)}
@@ -1198,7 +1234,12 @@ class Coder(nn.Module):
     @property
     def runtime_dtype(self) -> str:
         """``config.inference_dtype`` resolved on this machine: ``"bf16"``, ``"fp32"`` or ``"int8"``."""
-        return resolve_inference_dtype(self.config.inference_dtype)
+        return resolve_inference_backend(self.config.inference_backend, self.config.inference_dtype)[1]
+
+    @property
+    def runtime_backend(self) -> str:
+        """``config.inference_backend``: ``"torch"`` or ``"onnx"``."""
+        return resolve_inference_backend(self.config.inference_backend, self.config.inference_dtype)[0]
 
     def set_inference_dtype(self, name: str) -> Coder:
         """Switch the inference precision (``config.inference_dtype``) of a loaded coder.
@@ -1210,21 +1251,53 @@ class Coder(nn.Module):
             ``self``.
 
         Raises:
-            ValueError: an unknown name, or ``"int8"`` with an encoder or a torch build without
-                an int8 version.
+            ValueError: an unknown name, ``"int8"`` with an encoder or a torch build without an int8
+                version, or a precision the current backend does not run.
         """
-        resolved = resolve_inference_dtype(name)
-        if resolved == "int8":
-            self.encoder.quantized()  # fails now, not at the first note
-        self.config.inference_dtype = name
+        return self.set_inference(name, self.config.inference_backend)
+
+    def set_inference_backend(self, name: str) -> Coder:
+        """Switch where the note encoder runs (``config.inference_backend``): ``"torch"`` or ``"onnx"``.
+
+        With ``"onnx"`` the encoder is exported now if no earlier export is cached (about 10 s for
+        MiniLM, once per machine), so problems show here, not at the first note.
+
+        Args:
+            name: see :func:`resolve_inference_backend`.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: an unknown name, onnxruntime/onnx missing, an encoder without an ONNX
+                version, or a precision the backend does not run.
+        """
+        return self.set_inference(self.config.inference_dtype, name)
+
+    def set_inference(self, dtype: str, backend: str) -> Coder:
+        """Switch precision and backend together (see :meth:`set_inference_dtype`)."""
+        new_backend, resolved = resolve_inference_backend(backend, dtype)
+        old = (self.config.inference_dtype, self.config.inference_backend)
+        self.config.inference_dtype, self.config.inference_backend = dtype, new_backend
+        try:
+            self.note_encoder  # noqa: B018  (builds the int8 copy or the ONNX session: fails now)
+        except ValueError:
+            self.config.inference_dtype, self.config.inference_backend = old
+            raise
         if self.bank:
             self.bank = self._bank_in_runtime_dtype(self.bank)
         return self
 
     @property
     def note_encoder(self) -> TextEncoder:
-        """The encoder that :meth:`encode_notes` runs: the text encoder, or its int8 copy."""
-        return self.encoder.quantized() if self.runtime_dtype == "int8" else self.encoder
+        """The encoder that :meth:`encode_notes` runs: the text encoder, its int8 copy, or its
+        ONNX Runtime copy (``$KGCODE_HOME/onnx``)."""
+        backend, dtype = self.runtime_backend, self.runtime_dtype
+        if backend == "onnx":
+            from kgcode.paths import cache_dir
+
+            return self.encoder.onnx_runtime(int8=dtype == "int8", cache_dir=cache_dir() / "onnx")
+        return self.encoder.quantized() if dtype == "int8" else self.encoder
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.runtime_dtype == "bf16":

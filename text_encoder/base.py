@@ -13,6 +13,7 @@ stores :meth:`TextEncoder.get_config` (registry name and constructor arguments),
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,6 +145,26 @@ class TextEncoder(torch.nn.Module, ABC):
             ValueError: this encoder has no int8 version.
         """
         raise ValueError(f"text encoder {self.name!r} has no int8 version: use inference_dtype fp32 or auto")
+
+    def onnx_runtime(self, *, int8: bool, cache_dir: str | os.PathLike[str]) -> TextEncoder:
+        """A version of this encoder that runs in ONNX Runtime for inference, if it has one.
+
+        Same tokenizer, segmentation and pooling; the transformer is exported once to ``cache_dir``
+        (fp32, or int8 matrix products). Never used to fill the embedding cache.
+
+        Args:
+            int8: dynamically quantized matrix products instead of fp32.
+            cache_dir: where exports are kept, keyed by :meth:`fingerprint`.
+
+        Returns:
+            The ONNX Runtime encoder (built once and reused).
+
+        Raises:
+            ValueError: this encoder has no ONNX version, or onnxruntime is missing.
+        """
+        raise ValueError(
+            f"text encoder {self.name!r} has no ONNX Runtime version: use inference_backend torch"
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the vectors this encoder produces (used as a cache key).

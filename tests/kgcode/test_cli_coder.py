@@ -171,6 +171,30 @@ def test_dtype_option(model: Path, tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "fp8" in unknown.output
 
 
+def test_backend_option(model: Path, tmp_path: Path) -> None:
+    from kgcode.cli_coder import BACKEND_CHOICES
+    from kgcode.coder import INFERENCE_BACKENDS
+
+    assert BACKEND_CHOICES == INFERENCE_BACKENDS
+    result = run("eval", "--model", model, "--data", DEV, "--json", "--backend", "torch", "--dtype", "fp32")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert (out["inference_backend"], out["inference_dtype"]) == ("torch", "fp32")
+    note = tmp_path / "note.txt"
+    note.write_text("Type 2 diabetes mellitus.", encoding="utf-8")
+    # the tiny coder's hashing encoder has no ONNX version; bf16 never runs on onnx: one line, exit 2
+    for flags, says in (
+        (["--backend", "onnx"], "no ONNX Runtime version"),
+        (["--backend", "onnx", "--dtype", "bf16"], "bf16 runs on the torch backend only"),
+    ):
+        bad = CliRunner().invoke(group, ["predict", "--model", str(model), str(note), *flags])
+        assert bad.exit_code == 2, bad.output
+        assert " ".join(flags[:2]) in bad.output and says in bad.output and "Traceback" not in bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+    unknown = CliRunner().invoke(group, ["predict", "--model", str(model), str(note), "--backend", "tvm"])
+    assert unknown.exit_code == 2 and "tvm" in unknown.output
+
+
 def test_eval_maps_pubtator_mesh_ids_to_icd10cm_through_the_kg(model: Path, tmp_path: Path) -> None:
     pubtator = Path(__file__).resolve().parents[1] / "fixtures" / "ncbi_mini.txt"
     result = run("eval", "--model", model, "--data", pubtator, "--kg", model.parent / "kg", "--json")

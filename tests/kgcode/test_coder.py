@@ -422,6 +422,47 @@ def test_explicit_bf16_without_native_support_warns(
     assert "without native bf16" in caplog.text
 
 
+def test_onnx_backend_routes_notes_through_the_encoders_onnx_copy(
+    kg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    from kgcode import coder as coder_module
+    from text_encoder.hashing import HashingTextEncoder
+
+    monkeypatch.setenv("KGCODE_HOME", str(tmp_path / "home"))
+    c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config()), kg)
+    c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    with pytest.raises(ValueError, match="has no ONNX Runtime version"):
+        c.set_inference_backend("onnx")
+    assert (c.config.inference_backend, c.runtime_backend) == ("torch", "torch")  # unchanged
+    calls: list[tuple[bool, Path]] = []
+    twin = HashingTextEncoder(dim=32, seed=1)  # stands in for an ONNX Runtime copy
+
+    def onnx_runtime(*, int8: bool, cache_dir: Path) -> HashingTextEncoder:
+        calls.append((int8, Path(cache_dir)))
+        return twin
+
+    c.encoder.onnx_runtime = onnx_runtime  # type: ignore[method-assign]
+    c.set_inference_backend("onnx")
+    assert c.runtime_backend == "onnx" and c.runtime_dtype == "fp32" and c.note_encoder is twin
+    assert calls[-1] == (False, tmp_path / "home" / "onnx")
+    assert torch.equal(c.encode_notes([NOTE])[0].vectors, twin.encode_segments(NOTE).vectors)
+    c.encoder.quantized = lambda: twin  # type: ignore[method-assign]
+    c.set_inference("int8", "onnx")
+    c.note_encoder  # noqa: B018
+    assert calls[-1][0] is True and c.runtime_dtype == "int8"
+    with pytest.raises(ValueError, match="bf16 runs on the torch backend only"):
+        c.set_inference_dtype("bf16")
+    assert (c.config.inference_dtype, c.config.inference_backend) == ("int8", "onnx")
+    with pytest.raises(ValueError, match="expected one of torch, onnx"):
+        c.set_inference_backend("tensorrt")
+    # auto means fp32 on onnx, whatever the CPU
+    monkeypatch.setattr(coder_module, "native_bf16", lambda: True)
+    assert coder_module.resolve_inference_backend("onnx", "auto") == ("onnx", "fp32")
+    assert coder_module.resolve_inference_backend(None, "auto") == ("torch", "bf16")
+    c.set_inference("fp32", "torch")
+    assert c.note_encoder is c.encoder
+
+
 def test_bank_dtype_follows_the_resolved_dtype(kg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     from kgcode import coder as coder_module
 

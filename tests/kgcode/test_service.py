@@ -376,6 +376,23 @@ def test_serve_command_help() -> None:
 
     result = CliRunner().invoke(serve_command, ["--help"])
     assert result.exit_code == 0 and "--model" in result.output and "--port" in result.output
+    assert "--dtype" in result.output and "--backend" in result.output
+
+
+def test_serve_refuses_an_inference_option_the_model_cannot_run(tmp_path: Path) -> None:
+    """A bad --dtype/--backend stops ``kgcode serve`` with one line before it listens."""
+    from kgcode.cli_serve import serve_command
+    from tests.fixtures.coder.helpers import build_mini_kg, train_tiny
+
+    kg = build_mini_kg()
+    folder = train_tiny(kg, tmp_path / "emb").save_to_directory(tmp_path / "coder")
+    kg_dir = kg.save(tmp_path / "kg")
+    result = CliRunner().invoke(
+        serve_command, ["--model", str(folder), "--kg", str(kg_dir), "--backend", "onnx"]
+    )
+    assert result.exit_code == 2
+    assert "--backend onnx" in result.output and "no ONNX Runtime version" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_predict_with_a_real_trained_coder_loaded_from_its_folder(tmp_path: Path) -> None:
