@@ -86,17 +86,23 @@ def _load_coder(model: Path, dtype: str | None = None, backend: str | None = Non
 
 
 def apply_inference_options(coder: Any, dtype: str | None, backend: str | None) -> str | None:
-    """Apply ``--dtype`` / ``--backend`` to a loaded coder.
+    """Apply ``--dtype`` / ``--backend`` to a loaded coder, or check the model's own settings.
+
+    Either way the note encoder the coder will run is set up now (the int8 copy, the ONNX Runtime
+    session), so a setting this machine cannot run fails before the first note.
 
     Returns:
-        ``None``, or a one-line message naming the options and what went wrong.
+        ``None``, or a one-line message naming the options (or the model's config) and the problem.
     """
-    if dtype is None and backend is None:
-        return None
     try:
         coder.set_inference(dtype or coder.config.inference_dtype, backend or coder.config.inference_backend)
     except ValueError as err:
         flags = " ".join(f"--{k} {v}" for k, v in (("dtype", dtype), ("backend", backend)) if v)
+        if not flags:
+            flags = (
+                f"the model's inference_dtype {coder.config.inference_dtype!r} / "
+                f"inference_backend {coder.config.inference_backend!r} (override with --dtype/--backend)"
+            )
         return f"{flags}: {str(err).splitlines()[0]}"
     return None
 

@@ -193,6 +193,17 @@ def test_backend_option(model: Path, tmp_path: Path) -> None:
         assert len(bad.output.strip().splitlines()) == 1
     unknown = CliRunner().invoke(group, ["predict", "--model", str(model), str(note), "--backend", "tvm"])
     assert unknown.exit_code == 2 and "tvm" in unknown.output
+    # a model saved with a backend this machine (or its encoder) cannot run: one line before any note
+    onnx_model = tmp_path / "onnx-model"
+    shutil.copytree(model, onnx_model)
+    config = json.loads((onnx_model / "config.json").read_text())
+    config["coder"]["inference_backend"] = "onnx"
+    (onnx_model / "config.json").write_text(json.dumps(config))
+    saved = CliRunner().invoke(group, ["predict", "--model", str(onnx_model), str(note)])
+    assert saved.exit_code == 2 and "Traceback" not in saved.output
+    assert "inference_backend 'onnx'" in saved.output and "no ONNX Runtime version" in saved.output
+    fixed = CliRunner().invoke(group, ["predict", "--model", str(onnx_model), "--backend=torch", str(note)])
+    assert fixed.exit_code == 0, fixed.output
 
 
 def test_eval_maps_pubtator_mesh_ids_to_icd10cm_through_the_kg(model: Path, tmp_path: Path) -> None:
