@@ -1276,7 +1276,7 @@ class Coder(nn.Module):
 
     def set_inference(self, dtype: str, backend: str) -> Coder:
         """Switch precision and backend together (see :meth:`set_inference_dtype`)."""
-        new_backend, resolved = resolve_inference_backend(backend, dtype)
+        new_backend, _ = resolve_inference_backend(backend, dtype)  # a bad name fails here
         old = (self.config.inference_dtype, self.config.inference_backend)
         self.config.inference_dtype, self.config.inference_backend = dtype, new_backend
         try:

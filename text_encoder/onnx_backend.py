@@ -145,9 +145,10 @@ def export_onnx(
     target = folder / _FILES[int8]
     if target.is_file():
         return target
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    tmp: Path | None = None
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
         if (folder / _FILES[False]).is_file():
             shutil.copy2(folder / _FILES[False], tmp / _FILES[False])
         else:
@@ -162,8 +163,22 @@ def export_onnx(
             for name in (_FILES[False], _FILES[True]) if int8 else (_FILES[False],):
                 if not (folder / name).is_file():
                     os.replace(tmp / name, folder / name)
+    except ValueError:
+        raise
+    except OSError as err:
+        raise ValueError(
+            f"cannot write the ONNX export under {str(folder.parent)!r} ({err.strerror or err}): expected a "
+            "writable folder (set KGCODE_HOME), or use the torch backend"
+        ) from err
+    except Exception as err:  # noqa: BLE001  (the exporter and the optimizer raise many kinds)
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"could not export the text encoder to ONNX ({type(err).__name__}: {first}): "
+            "use the torch backend for this model"
+        ) from err
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     logger.info("exported the text encoder to ONNX (%s) in %s", "int8" if int8 else "fp32", folder)
     return target
 
@@ -268,7 +283,14 @@ class OnnxEncoderModel(nn.Module):
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = str(path)
-        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001  (onnxruntime's own error types)
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"cannot open the ONNX export {self.path!r} ({first}): delete its folder to export "
+                "again, or use the torch backend"
+            ) from err
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
         """Run the graph.

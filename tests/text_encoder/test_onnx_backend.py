@@ -105,3 +105,17 @@ def test_training_mode_drops_the_copies(exported) -> None:  # noqa: ANN001
     fresh.train()
     assert fresh.__dict__["_onnx"] == {}
     fresh.eval()
+
+
+def test_an_unwritable_cache_or_a_broken_export_is_one_line(exported, tmp_path: Path) -> None:  # noqa: ANN001
+    enc, cache, _ = exported
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(ValueError, match=r"cannot write the ONNX export under .*\(set KGCODE_HOME\)") as err:
+        HFTextEncoder(max_length=64).onnx_runtime(int8=True, cache_dir=blocker / "onnx")
+    assert "\n" not in str(err.value)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="cannot open the ONNX export .* delete its folder") as err:
+        OnnxEncoderModel(broken)
+    assert "\n" not in str(err.value)
