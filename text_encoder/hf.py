@@ -336,13 +336,9 @@ class HFTextEncoder(TextEncoder):
             ValueError: onnxruntime/onnx are not installed, the model is not on the CPU, or the
                 export disagrees with torch.
         """
-        from text_encoder.onnx_backend import OnnxEncoderModel, export_onnx, onnx_available
+        from text_encoder.onnx_backend import OnnxEncoderModel, export_onnx, require_onnx
 
-        if not onnx_available():
-            raise ValueError(
-                "the onnx inference backend needs onnxruntime and onnx: pip install 'kgcode[onnx]' "
-                "(or use the torch backend)"
-            )
+        require_onnx()
         key = ("int8" if int8 else "fp32", str(Path(cache_dir).resolve()))
         twins = self.__dict__["_onnx"]
         if key in twins:

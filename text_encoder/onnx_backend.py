@@ -43,12 +43,12 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["OnnxEncoderModel", "export_onnx", "onnx_available", "onnx_cache_folder"]
+__all__ = ["OnnxEncoderModel", "export_onnx", "onnx_available", "onnx_cache_folder", "require_onnx"]
 
 logger = logging.getLogger(__name__)
 
 #: transformers ``model_type`` values that ONNX Runtime's "bert" fusions know.
-FUSABLE_MODEL_TYPES: frozenset[str] = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "mpnet"})
+FUSABLE_MODEL_TYPES: frozenset[str] = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
 
 #: Largest absolute difference allowed between the exported fp32 graph and torch on the probe.
 EXPORT_TOLERANCE = 1e-3
@@ -61,7 +61,8 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def _require() -> None:
+def require_onnx() -> None:
+    """Raise the one-line ``ValueError`` that says how to install the backend, if it is missing."""
     if not onnx_available():
         raise ValueError(
             "the onnx inference backend needs onnxruntime and onnx: pip install 'kgcode[onnx]' "
@@ -140,7 +141,7 @@ def export_onnx(
     Shapes:
         probe: ``(b, t)`` each.
     """
-    _require()
+    require_onnx()
     folder = onnx_cache_folder(cache_dir, fingerprint)
     target = folder / _FILES[int8]
     if target.is_file():
@@ -271,7 +272,7 @@ class OnnxEncoderModel(nn.Module):
 
     def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
         super().__init__()
-        _require()
+        require_onnx()
         import onnxruntime as ort
 
         options = ort.SessionOptions()
