@@ -352,6 +352,8 @@ def create_app(
     if labels is not None:
         with contextlib.suppress(TypeError):
             model_info["labels"] = len(labels)
+    if hasattr(coder, "runtime_backend"):  # what answers /predict: precision and where the encoder runs
+        model_info["inference"] = {"dtype": coder.runtime_dtype, "backend": coder.runtime_backend}
     state = _State(kg, coder, model_info)
     state.counts = _warm(kg, state)
     limits = {"max_body_bytes": max_body_bytes, "max_batch": max_batch, "max_note_chars": max_note_chars,

@@ -405,7 +405,9 @@ def test_predict_with_a_real_trained_coder_loaded_from_its_folder(tmp_path: Path
     coder, error = load_coder(folder)
     assert coder is not None, error
     client = TestClient(create_app(kg, coder, kg_path="mini"), raise_server_exceptions=False)
-    assert client.get("/health").json()["model"]["loaded"] is True
+    health = client.get("/health").json()["model"]
+    assert health["loaded"] is True
+    assert health["inference"]["backend"] == "torch" and health["inference"]["dtype"] in ("fp32", "bf16")
     note = "A woman with type 2 diabetes mellitus and hypoglycemia with coma.\nShe takes oral hypoglycemics."
     notes = [{"id": "a", "text": note}, {"id": "b", "text": note.upper()}]
     r = client.post("/predict", json={"notes": notes})
