@@ -43,7 +43,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["OnnxEncoderModel", "export_onnx", "onnx_available", "onnx_cache_folder", "require_onnx"]
+__all__ = [
+    "OnnxEncoderModel",
+    "OnnxMatMul",
+    "export_onnx",
+    "onnx_available",
+    "onnx_cache_folder",
+    "require_onnx",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +266,70 @@ def _quantize(src: Path, dst: Path) -> None:
         root.removeFilter(advice)
 
 
+def _session_options(num_threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    # threads spin inside a run (fast hand-offs between operators) and stop at its end, so they
+    # do not busy-wait while torch scores the notes on the same cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+class OnnxMatMul(nn.Module):
+    """``x -> x @ weight.T`` in ONNX Runtime, in float32 (the weight is copied into the session).
+
+    For the coder's zero-shot product of sentence vectors with every code text: on a 2-core AMD
+    EPYC (AVX2), 300 sentences against 98,186 code vectors took 126 ms here against 245-355 ms
+    with torch's fp32 product and 179 ms with torch's int8 one, with exact fp32 results.
+
+    Args:
+        weight: the matrix (rows are the outputs).
+        num_threads: intra-op threads (default: torch's).
+
+    Shapes:
+        weight: ``(n, d)``; input: ``(m, d)``; output: ``(m, n)``.
+    """
+
+    def __init__(self, weight: torch.Tensor, num_threads: int | None = None) -> None:
+        super().__init__()
+        require_onnx()
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        w = weight.detach().float().cpu().T.contiguous().numpy()
+        n_in, n_out = w.shape
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "matmul",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", n_in])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n_out])],
+            [numpy_helper.from_array(w, "w")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = min(model.ir_version, 9)  # readable by older onnxruntime releases too
+        self.shape = (n_out, n_in)
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), _session_options(num_threads), providers=["CPUExecutionProvider"]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Multiply.
+
+        Shapes:
+            x: ``(m, d)``; output: ``(m, n)`` float32.
+        """
+        (y,) = self.session.run(["y"], {"x": x.detach().float().cpu().contiguous().numpy()})
+        return torch.from_numpy(y)
+
+    def extra_repr(self) -> str:
+        return f"out={self.shape[0]}, in={self.shape[1]}"
+
+
 class OnnxEncoderModel(nn.Module):
     """An ONNX Runtime session that answers like a transformers encoder.
 
@@ -275,17 +346,11 @@ class OnnxEncoderModel(nn.Module):
         require_onnx()
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        # threads spin inside a run (fast hand-offs between operators) and stop at its end, so they
-        # do not busy-wait while torch scores the notes on the same cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = str(path)
         try:
-            self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                self.path, _session_options(num_threads), providers=["CPUExecutionProvider"]
+            )
         except Exception as err:  # noqa: BLE001  (onnxruntime's own error types)
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ValueError(

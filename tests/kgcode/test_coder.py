@@ -428,6 +428,7 @@ def test_onnx_backend_routes_notes_through_the_encoders_onnx_copy(
     from kgcode import coder as coder_module
     from text_encoder.hashing import HashingTextEncoder
 
+    pytest.importorskip("onnxruntime", reason="the onnx backend needs onnxruntime (kgcode[onnx])")
     monkeypatch.setenv("KGCODE_HOME", str(tmp_path / "home"))
     c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config()), kg)
     c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
@@ -446,6 +447,17 @@ def test_onnx_backend_routes_notes_through_the_encoders_onnx_copy(
     assert c.runtime_backend == "onnx" and c.runtime_dtype == "fp32" and c.note_encoder is twin
     assert calls[-1] == (False, tmp_path / "home" / "onnx")
     assert torch.equal(c.encode_notes([NOTE])[0].vectors, twin.encode_segments(NOTE).vectors)
+    # the zero-shot product with every code text runs in ONNX Runtime, fp32, built once per bank
+    segs = c.encode_notes([NOTE])
+    vec, mask = c.pad_segments(segs)
+    zs_onnx = c.zero_shot_max(vec, mask)
+    product = c._zs_onnx()
+    assert c._zs_onnx() is product
+    c.bank = {**c.bank, "zs": c.bank["zs"].clone()}  # a new bank: rebuilt
+    assert c._zs_onnx() is not product
+    c.set_inference("fp32", "torch")
+    assert torch.allclose(zs_onnx, c.zero_shot_max(vec, mask), atol=1e-5)
+    c.set_inference("fp32", "onnx")
     c.encoder.quantized = lambda: twin  # type: ignore[method-assign]
     c.set_inference("int8", "onnx")
     c.note_encoder  # noqa: B018

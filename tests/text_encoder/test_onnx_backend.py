@@ -10,7 +10,7 @@ import torch
 from text_encoder import onnx_backend
 from text_encoder.hashing import HashingTextEncoder
 from text_encoder.hf import HFTextEncoder
-from text_encoder.onnx_backend import OnnxEncoderModel, onnx_cache_folder
+from text_encoder.onnx_backend import OnnxEncoderModel, OnnxMatMul, onnx_cache_folder
 
 pytest.importorskip("onnxruntime", reason="the onnx backend needs onnxruntime (pip install 'kgcode[onnx]')")
 pytest.importorskip("onnx", reason="the onnx backend needs onnx (pip install 'kgcode[onnx]')")
@@ -119,3 +119,15 @@ def test_an_unwritable_cache_or_a_broken_export_is_one_line(exported, tmp_path: 
     with pytest.raises(ValueError, match="cannot open the ONNX export .* delete its folder") as err:
         OnnxEncoderModel(broken)
     assert "\n" not in str(err.value)
+
+
+def test_onnx_matmul_is_the_fp32_product() -> None:
+    torch.manual_seed(0)
+    weight = torch.nn.functional.normalize(torch.randn(500, 24), dim=1)
+    x = torch.randn(7, 24)
+    product = OnnxMatMul(weight)
+    out = product(x)
+    assert out.shape == (7, 500) and out.dtype == torch.float32
+    assert torch.allclose(out, x @ weight.T, atol=1e-5)
+    assert product(torch.zeros(0, 24)).shape == (0, 500)
+    assert "out=500, in=24" in repr(product)
