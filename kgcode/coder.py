@@ -1550,12 +1550,7 @@ class Coder(nn.Module):
     def _zs_int8(self) -> nn.Module:
         """The zero-shot product with the code texts in int8 (``inference_dtype: int8``), built once
         per bank (a plain attribute, not a submodule: never saved)."""
-        zs = self.bank["zs"]
-        cached = self.__dict__.get("_zs_int8_cache")
-        if cached is None or cached[0] is not zs:
-            cached = (zs, int8_linear(zs))
-            self.__dict__["_zs_int8_cache"] = cached
-        return cached[1]
+        return self._per_bank("_zs_int8_cache", int8_linear)
 
     def _zs_onnx(self) -> nn.Module:
         """The zero-shot product with the code texts in ONNX Runtime, fp32 (``inference_backend:
@@ -1563,11 +1558,15 @@ class Coder(nn.Module):
         per bank (a plain attribute: never saved)."""
         from text_encoder.onnx_backend import OnnxMatMul
 
+        return self._per_bank("_zs_onnx_cache", OnnxMatMul)
+
+    def _per_bank(self, name: str, build: Any) -> nn.Module:
+        """``build(bank["zs"])``, kept under ``name`` until the bank tensor changes."""
         zs = self.bank["zs"]
-        cached = self.__dict__.get("_zs_onnx_cache")
+        cached = self.__dict__.get(name)
         if cached is None or cached[0] is not zs:
-            cached = (zs, OnnxMatMul(zs))
-            self.__dict__["_zs_onnx_cache"] = cached
+            cached = (zs, build(zs))
+            self.__dict__[name] = cached
         return cached[1]
 
     def _stage_one(self, vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
