@@ -1287,6 +1287,11 @@ class Coder(nn.Module):
             raise
         if self.bank:
             self.bank = self._bank_in_runtime_dtype(self.bank)
+            # the code-text product too (1.5-3 s for 98k codes): part of loading, not of the first note
+            if new_backend == "onnx":
+                self._zs_onnx()
+            elif self.runtime_dtype == "int8":
+                self._zs_int8()
         return self
 
     @property
