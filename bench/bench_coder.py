@@ -128,7 +128,9 @@ def variants(config: Path, quick: bool, seeds: Sequence[int] = ()) -> dict[str, 
     base_model, base_train = model.to_dict(), dict(training.__dict__)
     if quick:
         base_train.update(epochs=1, pretrain_epochs=1, pretrain_max_pairs=5_000)
-    text_model = {**base_model, "gnn": None, "gnn_kwargs": {}}
+    # text-only: no knowledge graph structure at all (no graph encoder, no relation features in
+    # the reranker); the codes' texts still come from the KG
+    text_model = {**base_model, "gnn": None, "gnn_kwargs": {}, "rerank_relations": False}
     # the single-part ablations are compared with the full model before its reranker (its card
     # keeps those metrics: the ``no_reranker`` row), so they skip the cross-fitted reranker
     plain = {**base_train, "rerank_folds": 0}
@@ -295,6 +297,12 @@ def _reranker_entry(card: dict[str, Any]) -> dict[str, Any] | None:
         "positives": rr["positives"],
         "trees": rr["trees"],
         "seconds": rr["seconds"],
+        "relation_features": rr.get("relation_features", False),
+        "other_features": (
+            {**rr["other_features"], "dev_metrics": _slim(rr["other_features"]["dev_metrics"])}
+            if rr.get("other_features")
+            else None
+        ),
     }
 
 

@@ -33,7 +33,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FEATURES", "LabelTable", "TreeEnsemble", "candidate_features", "rerank_logits"]
+__all__ = [
+    "FEATURES",
+    "RELATION_FEATURES",
+    "RELATION_GROUPS",
+    "LabelTable",
+    "RelationTable",
+    "TreeEnsemble",
+    "candidate_features",
+    "rerank_logits",
+]
 
 #: The features of a (note, candidate code) pair, in column order.
 FEATURES: tuple[str, ...] = (
@@ -56,6 +65,29 @@ FEATURES: tuple[str, ...] = (
     "category_max_coverage",
     "from_top_logits",  # the candidate came from the coder's own top list
 )
+
+#: Knowledge-graph relations the relation features follow, by group (an edge of any relation of a
+#: group links two codes; notes on a category or block hold for every code below it).
+RELATION_GROUPS: dict[str, tuple[str, ...]] = {
+    "excludes1": ("excludes1",),
+    "excludes2": ("excludes2",),
+    "co_coding": ("code_first", "use_additional", "code_also"),
+}
+
+#: The features a :class:`RelationTable` adds after :data:`FEATURES` (a coder trained with
+#: ``rerank_relations``). A "gap" is the best score among the note's other candidates linked to
+#: this one, minus its own score (:data:`NO_LINK` when none is linked).
+RELATION_FEATURES: tuple[str, ...] = (
+    "excludes1_gap",  # an Excludes1 note links the two codes (either way): "not coded here"
+    "excludes2_gap",  # an Excludes2 note: "not included here", both may be coded
+    "co_coding_gap",  # a code-first / use-additional / code-also note
+    "gem_group_gap",  # the two codes share an ICD-9-CM code in the CMS GEMs
+    "log_xrefs",  # log(1 + Disease Ontology and Mondo concepts that cross-reference the code)
+    "log_gem_links",  # log(1 + ICD-9-CM codes the GEMs map the code to or from)
+)
+
+#: The value of a gap feature when no other candidate is linked.
+NO_LINK = -30.0
 
 
 @dataclass
@@ -107,6 +139,220 @@ class LabelTable:
         )
 
 
+def _csr(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Lists of ints as ``(ptr, idx)``: list ``i`` is ``idx[ptr[i]:ptr[i + 1]]``."""
+    ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(x) for x in lists])
+    idx = np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
+    return ptr, idx
+
+
+class RelationTable:
+    """What the relation features read from the knowledge graph, as plain integer arrays.
+
+    Nodes are the labels (rows ``0 .. num_labels - 1``) followed by the other nodes of the label
+    system's hierarchy (blocks, chapters). Two labels are linked by a group of
+    :data:`RELATION_GROUPS` when a note of that group on one of them or on one of its ancestors
+    names the other or one of its ancestors. Built by the coder's training from the KG
+    (:func:`kgcode.training.relation_table`) and saved in ``model.safetensors``; prediction needs
+    only these arrays, not the KG.
+
+    Args:
+        num_labels: how many labels.
+        ancestors: ``(ptr, idx)`` per label: its ancestor-or-self nodes.
+        targets: per group name, ``(ptr, idx)`` per node: the nodes its notes of that group name.
+        gem: ``(ptr, idx)`` per label: ids of the ICD-9-CM codes the GEMs link it to.
+        xrefs: per label, how many DO / Mondo concepts cross-reference it.
+
+    Shapes:
+        ancestors ptr: ``(num_labels + 1,)``; targets ptr: ``(num_nodes + 1,)``; xrefs: ``(num_labels,)``.
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        ancestors: tuple[np.ndarray, np.ndarray],
+        targets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        gem: tuple[np.ndarray, np.ndarray],
+        xrefs: np.ndarray,
+    ) -> None:
+        self.num_labels = int(num_labels)
+        self.ancestors = tuple(np.asarray(a, dtype=np.int64) for a in ancestors)
+        if set(targets) != set(RELATION_GROUPS):
+            raise ValueError(f"relation targets for {sorted(targets)}, expected {sorted(RELATION_GROUPS)}")
+        self.targets = {g: tuple(np.asarray(a, dtype=np.int64) for a in targets[g]) for g in RELATION_GROUPS}
+        self.gem = tuple(np.asarray(a, dtype=np.int64) for a in gem)
+        self.xrefs = np.asarray(xrefs, dtype=np.float32)
+        if len(self.ancestors[0]) != self.num_labels + 1 or len(self.gem[0]) != self.num_labels + 1:
+            raise ValueError("relation table: per-label arrays do not match the number of labels")
+        if len(self.xrefs) != self.num_labels:
+            raise ValueError("relation table: xrefs do not match the number of labels")
+        self.num_nodes = len(next(iter(self.targets.values()))[0]) - 1
+        for ptr, idx in (self.ancestors, *self.targets.values()):
+            outside = len(idx) and (idx.min() < 0 or idx.max() >= self.num_nodes)
+            if len(ptr) < 1 or ptr[-1] != len(idx) or outside:
+                raise ValueError("relation table: node ids outside the table")
+        if any(len(ptr) != self.num_nodes + 1 for ptr, _ in self.targets.values()):
+            raise ValueError("relation table: target groups of different sizes")
+        self.log_xrefs = np.log1p(self.xrefs)
+        self.log_gem_links = np.log1p(np.diff(self.gem[0]).astype(np.float32))
+        self._linked: dict[str, dict[int, frozenset[int]]] = {g: {} for g in RELATION_GROUPS}
+
+    @classmethod
+    def build(
+        cls,
+        labels: Sequence[str],
+        parents: Mapping[str, Sequence[str]],
+        notes: Mapping[str, Mapping[str, Sequence[str]]],
+        gem: Mapping[str, Sequence[str]],
+        xrefs: Mapping[str, int],
+    ) -> RelationTable:
+        """The table of a label set from plain mappings (the KG walk is the caller's).
+
+        Args:
+            labels: the label ids, in row order.
+            parents: node id -> its parents in the hierarchy (labels and the nodes above them).
+            notes: group name of :data:`RELATION_GROUPS` -> node id -> the node ids its notes name.
+            gem: label id -> the ICD-9-CM ids the GEMs link it to.
+            xrefs: label id -> how many DO / Mondo concepts cross-reference it.
+        """
+        node = {c: i for i, c in enumerate(labels)}
+
+        def nid(c: str) -> int:
+            return node.setdefault(c, len(node))
+
+        anc_lists: list[list[int]] = []
+        memo: dict[str, set[int]] = {}
+
+        def up(c: str, seen: frozenset[str] = frozenset()) -> set[int]:
+            if c in memo:
+                return memo[c]
+            out = {nid(c)}
+            for p in parents.get(c, ()):
+                if p not in seen:
+                    out |= up(p, seen | {c})
+            memo[c] = out
+            return out
+
+        for c in labels:
+            anc_lists.append(sorted(up(c)))
+        # notes on nodes outside the labels' ancestry, or naming such nodes, can link no label
+        per_group: dict[str, list[list[int]]] = {}
+        for group in RELATION_GROUPS:
+            lists: list[list[int]] = [[] for _ in range(len(node))]
+            for src, dsts in notes.get(group, {}).items():
+                if src in node:
+                    lists[node[src]] = sorted({node[d] for d in dsts if d in node})
+            per_group[group] = lists
+        icd9: dict[str, int] = {}
+        gem_lists = [sorted({icd9.setdefault(t, len(icd9)) for t in gem.get(c, ())}) for c in labels]
+        return cls(
+            len(labels),
+            _csr(anc_lists),
+            {g: _csr(v) for g, v in per_group.items()},
+            _csr(gem_lists),
+            np.array([float(xrefs.get(c, 0)) for c in labels], dtype=np.float32),
+        )
+
+    def _ancestors_of(self, row: int) -> np.ndarray:
+        ptr, idx = self.ancestors
+        return idx[ptr[row] : ptr[row + 1]]
+
+    def _named_by(self, group: str, row: int) -> frozenset[int]:
+        """Nodes named by the ``group`` notes of a label and of its ancestors (cached)."""
+        cache = self._linked[group]
+        out = cache.get(row)
+        if out is None:
+            ptr, idx = self.targets[group]
+            out = frozenset(
+                int(t) for a in self._ancestors_of(row) for t in idx[ptr[a] : ptr[a + 1]]
+            )
+            cache[row] = out
+        return out
+
+    def features(self, rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """:data:`RELATION_FEATURES` of one note's candidates.
+
+        Args:
+            rows: the candidates' label rows.
+            logits: their scores.
+
+        Returns:
+            One row of features per candidate.
+
+        Shapes:
+            rows, logits: ``(k,)``; output: ``(k, len(RELATION_FEATURES))`` float32.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        score = np.asarray(logits, dtype=np.float32)
+        k = len(rows)
+        out = np.full((k, len(RELATION_FEATURES)), NO_LINK, dtype=np.float32)
+        under: dict[int, list[int]] = {}  # node -> candidates at or below it
+        for j, r in enumerate(rows.tolist()):
+            for a in self._ancestors_of(r).tolist():
+                under.setdefault(a, []).append(j)
+        present = frozenset(under)
+
+        def gaps(col: int, pairs: list[tuple[int, int]]) -> None:
+            if pairs:
+                ij = np.asarray(pairs, dtype=np.int64)
+                ij = ij[ij[:, 0] != ij[:, 1]]
+                np.maximum.at(out[:, col], ij[:, 0], score[ij[:, 1]] - score[ij[:, 0]])
+
+        for col, group in enumerate(RELATION_GROUPS):
+            pairs = []
+            for i, r in enumerate(rows.tolist()):
+                for t in self._named_by(group, r) & present:
+                    for j in under[t]:
+                        pairs += ((i, j), (j, i))  # the link holds both ways
+            gaps(col, pairs)
+        gptr, gidx = self.gem
+        by_icd9: dict[int, list[int]] = {}
+        for j, r in enumerate(rows.tolist()):
+            for t in gidx[gptr[r] : gptr[r + 1]].tolist():
+                by_icd9.setdefault(t, []).append(j)
+        gaps(len(RELATION_GROUPS), [(i, j) for js in by_icd9.values() if len(js) > 1 for i in js for j in js])
+        out[:, len(RELATION_GROUPS) + 1] = self.log_xrefs[rows]
+        out[:, len(RELATION_GROUPS) + 2] = self.log_gem_links[rows]
+        return out
+
+    def state_dict(self, prefix: str = "relations.") -> dict[str, Tensor]:
+        """The arrays as tensors, for ``model.safetensors``."""
+        out = {
+            f"{prefix}ancestors_ptr": torch.from_numpy(self.ancestors[0].copy()),
+            f"{prefix}ancestors_idx": torch.from_numpy(self.ancestors[1].copy()),
+            f"{prefix}gem_ptr": torch.from_numpy(self.gem[0].copy()),
+            f"{prefix}gem_idx": torch.from_numpy(self.gem[1].copy()),
+            f"{prefix}xrefs": torch.from_numpy(self.xrefs.copy()),
+        }
+        for g, (ptr, idx) in self.targets.items():
+            out[f"{prefix}{g}_ptr"] = torch.from_numpy(ptr.copy())
+            out[f"{prefix}{g}_idx"] = torch.from_numpy(idx.copy())
+        return out
+
+    @classmethod
+    def from_state_dict(
+        cls, state: Mapping[str, Tensor], num_labels: int, prefix: str = "relations."
+    ) -> RelationTable:
+        """Rebuild from :meth:`state_dict` output.
+
+        Raises:
+            KeyError: a missing array.
+            ValueError: inconsistent arrays.
+        """
+
+        def pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+            return state[f"{prefix}{name}_ptr"].numpy(), state[f"{prefix}{name}_idx"].numpy()
+
+        return cls(
+            num_labels,
+            pair("ancestors"),
+            {g: pair(g) for g in RELATION_GROUPS},
+            pair("gem"),
+            state[f"{prefix}xrefs"].numpy(),
+        )
+
+
 def _category_max(values: Tensor, table: LabelTable, fill: float) -> Tensor:
     """Each note's maximum of ``values`` in every category.
 
@@ -126,6 +372,7 @@ def candidate_features(
     *,
     top_k: int = 60,
     unseen_k: int = 20,
+    relations: RelationTable | None = None,
 ) -> list[tuple[Tensor, np.ndarray]]:
     """Each note's candidates and their :data:`FEATURES`.
 
@@ -141,13 +388,16 @@ def candidate_features(
         table: the label constants.
         top_k: candidates from the scores.
         unseen_k: candidates from each zero-shot signal among the unseen labels.
+        relations: the knowledge graph's links between labels; given, the features go on with
+            :data:`RELATION_FEATURES`.
 
     Returns:
         Per note ``(rows, features)``.
 
     Shapes:
         logits, zero_shot, coverage: ``(b, c)``; reliability: ``(c,)``; rows: ``(k,)`` long;
-        features: ``(k, len(FEATURES))`` float32, ``k <= top_k + 2 * unseen_k``.
+        features: ``(k, f)`` float32 with ``f = len(FEATURES)`` (plus ``len(RELATION_FEATURES)``
+        with ``relations``), ``k <= top_k + 2 * unseen_k``.
     """
     logits, zero_shot, coverage = (t.detach().float() for t in (logits, zero_shot, coverage))
     b, c = logits.shape
@@ -193,7 +443,10 @@ def candidate_features(
             ],
             dim=1,
         )
-        out.append((rows, feats.numpy().astype(np.float32)))
+        x = feats.numpy().astype(np.float32)
+        if relations is not None:
+            x = np.hstack([x, relations.features(rows.numpy(), li.numpy())])
+        out.append((rows, x))
     return out
 
 

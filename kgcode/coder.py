@@ -81,7 +81,14 @@ import fusion.label_attention  # noqa: F401  (registers the label-attention head
 from fusion.lexicon import Lexicon
 from fusion.registry import fusion_registry
 from fusion.rerank import FEATURES as RERANK_FEATURES
-from fusion.rerank import LabelTable, TreeEnsemble, candidate_features, rerank_logits
+from fusion.rerank import (
+    RELATION_FEATURES,
+    LabelTable,
+    RelationTable,
+    TreeEnsemble,
+    candidate_features,
+    rerank_logits,
+)
 from gnn.base import GraphEncoder
 from gnn.registry import gnn_registry
 from gnn.rsign import RelationalSIGN
@@ -126,10 +133,12 @@ _C = TypeVar("_C")
 
 FORMAT = "kgcode-coder"
 #: Version of the saved folder layout written now (2: optional ``lexicon.json``; 3: optional
-#: candidate reranker, ``reranker.*`` arrays in ``model.safetensors``).
-FORMAT_VERSION = 3
-#: Versions :meth:`Coder.load` reads (a version-1 folder has no lexicon, 1 and 2 no reranker).
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
+#: candidate reranker, ``reranker.*`` arrays in ``model.safetensors``; 4: the reranker may read the
+#: knowledge graph's relations, ``relations.*`` arrays).
+FORMAT_VERSION = 4
+#: Versions :meth:`Coder.load` reads (a version-1 folder has no lexicon, 1 and 2 no reranker, 1-3
+#: no relation features).
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LABELS_FILE = "label_index.json"
@@ -853,6 +862,10 @@ class CoderConfig:
         reranked_unseen_bias: logit offset of the codes without training notes after the
             reranker (tuned on dev like ``unseen_bias``: the trees learn from folds in which
             "unseen" codes are rarer than in new notes).
+        rerank_relations: training gives the reranker the knowledge graph's relations between
+            codes (:data:`fusion.rerank.RELATION_FEATURES`: Excludes1 / Excludes2 /
+            code-first-use-additional-code-also links to the note's other candidates, shared ICD-9
+            GEM codes, DO / Mondo cross-references); the links are saved with the model.
     """
 
     encoder: str = "hf"
@@ -883,6 +896,7 @@ class CoderConfig:
     rerank_candidates: int = 60
     rerank_unseen_candidates: int = 20
     reranked_unseen_bias: float = 0.0
+    rerank_relations: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CoderConfig:
@@ -967,6 +981,8 @@ class Coder(nn.Module):
         self.card: dict[str, Any] = {}
         #: the stacked candidate reranker (:mod:`fusion.rerank`), set by training; ``None``: off
         self.reranker: TreeEnsemble | None = None
+        #: the KG's links between labels that the reranker's relation features read (set by training)
+        self.relations: RelationTable | None = None
         self._label_table: LabelTable | None = None
         if config.lexicon and lexicon is None:
             raise ValueError("config.lexicon is on: pass the lexicon (Coder.from_kg builds it from the KG)")
@@ -1500,10 +1516,20 @@ class Coder(nn.Module):
             self.label_table,
             top_k=int(self.config.rerank_candidates),
             unseen_k=int(self.config.rerank_unseen_candidates),
+            relations=self.reranker_relations,
         )
         out = rerank_logits(logits, candidates, self.reranker)
         bias = float(self.config.reranked_unseen_bias or 0.0)
         return out + bias * self.unseen_mask.to(out.dtype) if bias else out
+
+    @property
+    def reranker_relations(self) -> RelationTable | None:
+        """The relation table if the reranker reads :data:`fusion.rerank.RELATION_FEATURES`, else None."""
+        if self.reranker is None or tuple(self.reranker.features) != RERANK_FEATURES + RELATION_FEATURES:
+            return None
+        if self.relations is None:
+            raise ValueError("the reranker reads relation features but the coder has no relation table")
+        return self.relations
 
     @property
     def label_table(self) -> LabelTable:
@@ -1947,6 +1973,9 @@ class Coder(nn.Module):
                 _write_json(tmp / LEXICON_FILE, self.lexicon.to_dict(self.labels))
             if self.reranker is not None:
                 tensors.update(self.reranker.state_dict("reranker."))
+                relations = self.reranker_relations
+                if relations is not None:
+                    tensors.update(relations.state_dict("relations."))
             save_file(
                 tensors,
                 str(tmp / WEIGHTS_FILE),
@@ -2088,13 +2117,27 @@ class Coder(nn.Module):
                     f"{folder / WEIGHTS_FILE}: the candidate reranker named in {CONFIG_FILE} is missing "
                     f"or damaged ({err})"
                 ) from None
-            if tuple(coder.reranker.features) != RERANK_FEATURES:
+            features = tuple(coder.reranker.features)
+            if features not in (RERANK_FEATURES, RERANK_FEATURES + RELATION_FEATURES):
                 raise CoderFormatError(
                     f"{folder / CONFIG_FILE}: the reranker's features differ from this kgcode's "
-                    f"({len(coder.reranker.features)} vs {len(RERANK_FEATURES)}): retrain it"
+                    f"({len(features)} vs {len(RERANK_FEATURES)} or "
+                    f"{len(RERANK_FEATURES) + len(RELATION_FEATURES)}): retrain it"
                 )
+            if features != RERANK_FEATURES:
+                try:
+                    coder.relations = RelationTable.from_state_dict(tensors, len(coder.labels), "relations.")
+                except (KeyError, TypeError, ValueError) as err:
+                    raise CoderFormatError(
+                        f"{folder / WEIGHTS_FILE}: the relation table the reranker reads is missing "
+                        f"or damaged ({err})"
+                    ) from None
         coder.load_trainable_state_dict(
-            {k: v for k, v in tensors.items() if not k.startswith(("bank.", "lexicon.", "reranker."))}
+            {
+                k: v
+                for k, v in tensors.items()
+                if not k.startswith(("bank.", "lexicon.", "reranker.", "relations."))
+            }
         )
         coder.bank = coder._bank_in_runtime_dtype(bank)
         coder.threshold = float(config.get("threshold", cfg.threshold))

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion.rerank import FEATURES as RERANK_FEATURES
+from fusion.rerank import RELATION_FEATURES, RELATION_GROUPS, RelationTable, TreeEnsemble
 from gnn.rsign import RelationalSIGN
 from kgcode.coder import (
     Coder,
@@ -1480,8 +1481,46 @@ def _best_threshold(logits: Tensor, encoded: EncodedNotes, coder: Coder, top_k: 
 
 
 @torch.no_grad()
+def relation_table(kg: KnowledgeGraph, labels: Sequence[str]) -> RelationTable:
+    """The KG's links between labels that the reranker's relation features read.
+
+    Args:
+        kg: the knowledge graph.
+        labels: the label ids, in row order.
+
+    Returns:
+        The table: the ``is_a`` ancestry of the labels, the notes of each group of
+        :data:`fusion.rerank.RELATION_GROUPS`, the ICD-9-CM codes the GEMs link each label to
+        (either direction), and how many DO / Mondo concepts cross-reference each label.
+    """
+    graph = kg.graph
+    system = labels[0].partition(":")[0] + ":" if labels else ""
+    parents: dict[str, list[str]] = {}
+    notes: dict[str, dict[str, list[str]]] = {g: {} for g in RELATION_GROUPS}
+    group_of = {rel: g for g, rels in RELATION_GROUPS.items() for rel in rels}
+    gem: dict[str, set[str]] = {}
+    xrefs: dict[str, int] = {}
+    for src, dst, rel in graph.edges(keys=True):
+        if rel == "is_a" and src.startswith(system):
+            parents.setdefault(src, []).append(dst)
+        elif rel in group_of and src.startswith(system):
+            notes[group_of[rel]].setdefault(src, []).append(dst)
+        elif rel == "gem_equivalent":
+            if src.startswith(system) and not dst.startswith(system):
+                gem.setdefault(src, set()).add(dst)
+            elif dst.startswith(system) and not src.startswith(system):
+                gem.setdefault(dst, set()).add(src)
+        elif rel == "xref" and dst.startswith(system) and src.startswith(("DOID:", "MONDO:")):
+            xrefs[dst] = xrefs.get(dst, 0) + 1
+    return RelationTable.build(labels, parents, notes, {k: sorted(v) for k, v in gem.items()}, xrefs)
+
+
 def candidate_rows(
-    coder: Coder, encoded: EncodedNotes, *, batch_size: int = 16
+    coder: Coder,
+    encoded: EncodedNotes,
+    *,
+    batch_size: int = 16,
+    relations: RelationTable | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The reranker's training rows: each note's candidates (see :func:`fusion.rerank.candidate_features`).
 
@@ -1489,12 +1528,14 @@ def candidate_rows(
         coder: a finalized coder without a reranker (its scores are the ``logit`` feature).
         encoded: notes the coder never trained on, with their gold codes.
         batch_size: notes per scoring batch.
+        relations: the KG's links; given, the rows go on with the relation features.
 
     Returns:
         ``(features, targets)``: one row per (note, candidate), target 1 for a gold code.
 
     Shapes:
-        features: ``(n, len(FEATURES))`` float32; targets: ``(n,)`` bool.
+        features: ``(n, f)`` float32 (``f = len(FEATURES)``, plus ``len(RELATION_FEATURES)`` with
+        ``relations``); targets: ``(n,)`` bool.
     """
     from fusion.rerank import candidate_features
 
@@ -1516,12 +1557,14 @@ def candidate_rows(
             coder.label_table,
             top_k=int(coder.config.rerank_candidates),
             unseen_k=int(coder.config.rerank_unseen_candidates),
+            relations=relations,
         )
         for (rows, feats), gold in zip(cands, encoded.gold[start : start + batch_size], strict=True):
             xs.append(feats)
             ys.append(np.isin(rows.numpy(), np.asarray(list(gold), dtype=np.int64)))
     if not xs:
-        return np.zeros((0, len(RERANK_FEATURES)), dtype=np.float32), np.zeros(0, dtype=bool)
+        width = len(RERANK_FEATURES) + (len(RELATION_FEATURES) if relations is not None else 0)
+        return np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=bool)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -1570,7 +1613,9 @@ def fit_reranker(
     offset already chosen for ``coder``) and scores the fold: its candidates, as a coder sees notes
     it never trained on, with the codes of that fold missing from its training notes playing the
     unseen codes. Boosted trees (:class:`fusion.rerank.TreeEnsemble`) are fitted on all folds'
-    candidates.
+    candidates, with the KG's relation features when ``cfg.rerank_relations`` is on. Trees with
+    the other feature set are fitted on the same rows too and scored on dev (offset and threshold
+    tuned as for the kept trees), so every model card measures what the relation features add.
 
     Args:
         coder: the trained, finalized main coder (tuned dictionary and offset).
@@ -1580,15 +1625,14 @@ def fit_reranker(
         show_progress_bar: progress of the fold trainings.
 
     Returns:
-        The model card's ``reranker`` entry (folds, rows, candidate recall, settings, seconds).
+        The model card's ``reranker`` entry (folds, rows, candidate recall, settings, seconds,
+        and ``other_features``: the dev metrics of the trees with the other feature set).
 
     Raises:
         ValueError: fewer than two folds, or fewer training notes than folds.
     """
     import dataclasses
     from collections import Counter
-
-    from fusion.rerank import TreeEnsemble
 
     t0 = time.perf_counter()
     enc = prepared.enc_train
@@ -1605,6 +1649,9 @@ def fit_reranker(
         }
     )
     sub_tcfg = dataclasses.replace(tcfg, rerank_folds=0, tune_lexicon=False, tune_unseen_bias=False)
+    t_rel = time.perf_counter()
+    relations = relation_table(prepared.kg, coder.labels)
+    logger.info("reranker: the KG's links between labels in %.1f s", time.perf_counter() - t_rel)
     xs, ys, folds_card = [], [], []
     for f in range(k):
         train_idx = [i for i in range(len(enc)) if fold[i] != f]
@@ -1625,7 +1672,7 @@ def fit_reranker(
         if sub_coder.lexicon is not None:
             sub_coder.fit_lexicon(enc_tr.segments, enc_tr.gold)
         held = enc.subset(held_idx)
-        x, y = candidate_rows(sub_coder, held)
+        x, y = candidate_rows(sub_coder, held, relations=relations)
         n_gold = sum(len(set(g)) for g in held.gold)
         unseen_gold = sum(int(sub_coder.unseen_mask[list(set(g))].sum()) for g in held.gold if g)
         unseen_hit = int((y & (x[:, RERANK_FEATURES.index("seen")] == 0)).sum()) if len(x) else 0
@@ -1640,15 +1687,25 @@ def fit_reranker(
         xs.append(x)
         ys.append(y)
     x, y = np.concatenate(xs), np.concatenate(ys)
-    coder.reranker = TreeEnsemble.fit(
-        x,
-        y,
-        max_iter=tcfg.rerank_trees,
-        learning_rate=tcfg.rerank_learning_rate,
-        max_leaf_nodes=tcfg.rerank_leaves,
-        min_samples_leaf=tcfg.rerank_min_leaf,
-        seed=tcfg.seed,
-    )
+    with_rel = RERANK_FEATURES + RELATION_FEATURES
+
+    def fit(features: tuple[str, ...]) -> TreeEnsemble:
+        return TreeEnsemble.fit(
+            x[:, : len(features)],
+            y,
+            features=features,
+            max_iter=tcfg.rerank_trees,
+            learning_rate=tcfg.rerank_learning_rate,
+            max_leaf_nodes=tcfg.rerank_leaves,
+            min_samples_leaf=tcfg.rerank_min_leaf,
+            seed=tcfg.seed,
+        )
+
+    keep, other = (with_rel, RERANK_FEATURES) if cfg.rerank_relations else (RERANK_FEATURES, with_rel)
+    other_card = _other_reranker_metrics(coder, prepared.enc_dev, tcfg, fit(other), relations)
+    other_card["relation_features"] = not cfg.rerank_relations
+    coder.reranker = fit(keep)
+    coder.relations = relations if cfg.rerank_relations else None
     seconds = time.perf_counter() - t0
     logger.info(
         "candidate reranker: %d trees on %d candidates (%d gold) from %d folds in %.1f s",
@@ -1673,7 +1730,32 @@ def fit_reranker(
             "unseen_candidates": coder.config.rerank_unseen_candidates,
         },
         "trained_on": "training notes, cross-fitted",
+        "relation_features": bool(cfg.rerank_relations),
+        "other_features": other_card,
         "seconds": round(seconds, 1),
+    }
+
+
+def _other_reranker_metrics(
+    coder: Coder, encoded: EncodedNotes, tcfg: TrainConfig, trees: TreeEnsemble, relations: RelationTable
+) -> dict[str, Any]:
+    """Dev metrics of ``coder`` with other reranker trees (offset and threshold tuned as usual).
+
+    The coder is left as it was (no reranker while training, its config unchanged).
+    """
+    saved = (coder.reranker, coder.relations, coder.config.reranked_unseen_bias)
+    coder.reranker, coder.relations = trees, relations
+    card: dict[str, Any] = {}
+    try:
+        logits = tune_reranked_unseen_bias(coder, encoded, tcfg, card)
+        threshold = _best_threshold(logits, encoded, coder, tcfg.threshold_top_k)
+        metrics = evaluate_coder(coder, encoded, logits=logits, threshold=threshold)
+    finally:
+        coder.reranker, coder.relations, coder.config.reranked_unseen_bias = saved
+    return {
+        "dev_metrics": _round(metrics),
+        "threshold": threshold,
+        "unseen_bias": card.get("unseen_bias", 0.0),
     }
 
 

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from fusion.rerank import FEATURES, LabelTable, TreeEnsemble, candidate_features, rerank_logits
+from fusion.rerank import (
+    FEATURES,
+    NO_LINK,
+    RELATION_FEATURES,
+    LabelTable,
+    RelationTable,
+    TreeEnsemble,
+    candidate_features,
+    rerank_logits,
+)
 
 LABELS = [
     "ICD10CM:E11",
@@ -156,3 +165,83 @@ def test_labels_outside_the_candidates_never_tie(table: LabelTable) -> None:
     out = rerank_logits(logits, cands, trees)
     assert sorted(cands[0][0].tolist()) == [1, 2, 3, 4]
     assert float(out[0, 0] - out[0, 5]) == pytest.approx(0.1, abs=1e-5)  # E11 above J18.9, same gap
+
+
+# --------------------------------------------------------------------------- relation features
+
+PARENTS = {
+    "ICD10CM:E11.9": ["ICD10CM:E11"],
+    "ICD10CM:E11.65": ["ICD10CM:E11"],
+    "ICD10CM:E11": ["ICD10CM:E08-E13"],
+    "ICD10CM:J18.9": ["ICD10CM:J18"],
+    "ICD10CM:J18": ["ICD10CM:J09-J18"],
+    "ICD10CM:I10": ["ICD10CM:I10-I1A"],
+}
+NOTES = {
+    # a note on the block holds for every code below it, and names J18 with everything below it
+    "excludes1": {"ICD10CM:E08-E13": ["ICD10CM:J18"], "ICD10CM:X99": ["ICD10CM:E11"]},
+    "excludes2": {"ICD10CM:I10": ["ICD10CM:E11.65"]},
+    "co_coding": {"ICD10CM:E11.65": ["ICD10CM:I10", "ICD10CM:Z79.4"]},
+}
+GEM = {"ICD10CM:E11": ["ICD9CM:250.00"], "ICD10CM:E11.9": ["ICD9CM:250.00", "ICD9CM:250.02"]}
+XREFS = {"ICD10CM:E11.9": 2, "ICD10CM:I10": 1}
+
+
+@pytest.fixture(scope="module")
+def relations() -> RelationTable:
+    return RelationTable.build(LABELS, PARENTS, NOTES, GEM, XREFS)
+
+
+def test_relation_features_follow_inherited_links_both_ways(relations: RelationTable) -> None:
+    rows = np.array([1, 2, 3, 5])  # E11.9, E11.65, I10, J18.9
+    score = np.array([2.0, -1.0, 0.5, 1.0], dtype=np.float32)
+    f = relations.features(rows, score)
+    assert f.shape == (4, len(RELATION_FEATURES))
+    col = {name: f[:, j] for j, name in enumerate(RELATION_FEATURES)}
+    # Excludes1 on the diabetes block names J18, so J18.9 conflicts with E11.9 and E11.65
+    assert col["excludes1_gap"].tolist() == pytest.approx([1.0 - 2.0, 1.0 + 1.0, NO_LINK, 2.0 - 1.0])
+    # Excludes2 of I10 names E11.65; code-also / use-additional of E11.65 names I10: both ways
+    assert col["excludes2_gap"].tolist() == pytest.approx([NO_LINK, 0.5 + 1.0, -1.0 - 0.5, NO_LINK])
+    assert col["co_coding_gap"].tolist() == pytest.approx([NO_LINK, 1.5, -1.5, NO_LINK])
+    # E11 shares ICD-9 250.00 with E11.9 but is not a candidate here
+    assert (col["gem_group_gap"] == NO_LINK).all()
+    assert col["log_xrefs"].tolist() == pytest.approx(np.log1p([2, 0, 1, 0]).tolist())
+    assert col["log_gem_links"].tolist() == pytest.approx(np.log1p([2, 0, 0, 0]).tolist())
+    both = relations.features(np.array([0, 1]), np.array([0.0, 3.0], dtype=np.float32))
+    assert both[:, RELATION_FEATURES.index("gem_group_gap")].tolist() == [3.0, -3.0]
+
+
+def test_relation_table_round_trips_and_refuses_damage(relations: RelationTable) -> None:
+    state = relations.state_dict("rel.")
+    assert all(
+        isinstance(v, torch.Tensor) and not v.is_floating_point() or k.endswith("xrefs")
+        for k, v in state.items()
+    )
+    again = RelationTable.from_state_dict(state, len(LABELS), "rel.")
+    rows, score = np.array([1, 2, 3, 5]), np.array([2.0, -1.0, 0.5, 1.0], dtype=np.float32)
+    np.testing.assert_array_equal(again.features(rows, score), relations.features(rows, score))
+    bad = dict(state)
+    bad["rel.excludes1_idx"] = bad["rel.excludes1_idx"] + 10_000
+    with pytest.raises(ValueError, match="outside"):
+        RelationTable.from_state_dict(bad, len(LABELS), "rel.")
+    with pytest.raises(ValueError, match="number of labels"):
+        RelationTable.from_state_dict(state, len(LABELS) + 1, "rel.")
+    del bad["rel.gem_ptr"]
+    with pytest.raises(KeyError):
+        RelationTable.from_state_dict(bad, len(LABELS), "rel.")
+
+
+def test_candidates_with_relations_append_the_relation_columns(
+    table: LabelTable, relations: RelationTable
+) -> None:
+    logits = torch.tensor([[0.0, 3.0, -1.0, 2.0, -2.0, 1.0]])
+    zs, cov, rel = torch.zeros(1, 6), torch.zeros(1, 6), torch.zeros(6)
+    ((rows, plain),) = candidate_features(logits, zs, cov, rel, table, top_k=4, unseen_k=0)
+    ((rows2, feats),) = candidate_features(
+        logits, zs, cov, rel, table, top_k=4, unseen_k=0, relations=relations
+    )
+    assert torch.equal(rows, rows2) and feats.shape == (len(rows), len(FEATURES) + len(RELATION_FEATURES))
+    np.testing.assert_array_equal(feats[:, : len(FEATURES)], plain)
+    np.testing.assert_array_equal(
+        feats[:, len(FEATURES) :], relations.features(rows.numpy(), logits[0, rows].numpy())
+    )

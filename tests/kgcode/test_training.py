@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from kgcode.coder import Coder, CoderConfig
+from fusion.rerank import FEATURES as RERANK_FEATURES
+from fusion.rerank import RELATION_FEATURES
+from kgcode.coder import FORMAT_VERSION, Coder, CoderConfig
 from kgcode.datasets import Note, read_dataset
 from kgcode.training import (
     TrainConfig,
@@ -280,8 +282,11 @@ def test_scoring_inputs_give_the_same_scores_for_every_weight_and_prior(
 
     c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config(rerank_k=rerank_k)), kg)
     c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
-    notes = ["Fracture of the neck of the left femur, initial encounter.", "Hypoglycemia, unspecified.",
-             "Type 2 diabetes mellitus with hyperglycemia.\nNo fracture."]
+    notes = [
+        "Fracture of the neck of the left femur, initial encounter.",
+        "Hypoglycemia, unspecified.",
+        "Type 2 diabetes mellitus with hyperglycemia.\nNo fracture.",
+    ]
     segs = c.encode_notes(notes)
     gold = [[c.label_row["ICD10CM:S72.002A"]], [c.label_row["ICD10CM:E16.2"]], []]
     encoded = EncodedNotes(["a", "b", "c"], gold, segs)
@@ -337,9 +342,15 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     assert res.metrics["map"] > 0
     folder = res.save_to_directory(tmp_path / "coder")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 3 and config["reranker"]["trees"] == 10
+    assert config["format_version"] == FORMAT_VERSION == 4 and config["reranker"]["trees"] == 10
+    # the default trees read the KG's relations; trees without them were scored on dev for the card
+    assert config["reranker"]["features"] == list(RERANK_FEATURES + RELATION_FEATURES)
+    assert card["relation_features"] is True and card["other_features"]["relation_features"] is False
+    assert card["other_features"]["dev_metrics"]["map"] > 0
+    assert res.coder.config.reranked_unseen_bias == card["unseen_bias"]  # the kept trees' offset
     again = Coder.load(folder)
-    assert again.reranker is not None
+    assert again.reranker is not None and again.relations is not None
+    assert again.relations.num_labels == len(again.labels)
     notes = [n.text for n in read_dataset(DEV)[0]]
     assert torch.allclose(again.score_texts(notes), res.coder.score_texts(notes), atol=1e-5)
     before = again.score_texts(notes)
@@ -356,6 +367,47 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     res.coder.reranker = saved
 
 
+def test_reranker_without_relation_features(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    res = train_tiny(
+        kg,
+        tmp_path,
+        config=tiny_model_config(rerank_relations=False),
+        training=tiny_training_config(
+            epochs=1, pretrain_epochs=0, rerank_folds=2, rerank_trees=5, rerank_min_leaf=2
+        ),
+    )
+    card = res.coder.card["reranker"]
+    assert res.coder.reranker.features == RERANK_FEATURES and res.coder.relations is None
+    assert card["relation_features"] is False and card["other_features"]["relation_features"] is True
+    folder = res.save_to_directory(tmp_path / "coder")
+    from safetensors.torch import load_file
+
+    assert not any(k.startswith("relations.") for k in load_file(str(folder / "model.safetensors")))
+    again = Coder.load(folder)
+    assert again.relations is None and again.reranker_relations is None
+    notes = [n.text for n in read_dataset(DEV)[0]]
+    assert torch.allclose(again.score_texts(notes), res.coder.score_texts(notes), atol=1e-5)
+
+
+def test_relation_table_from_the_kg(kg) -> None:  # noqa: ANN001
+    from kgcode.training import relation_table
+
+    labels = sorted(
+        c for c in kg.graph.nodes if c.startswith("ICD10CM:") and kg.graph.nodes[c].get("kind") != "chapter"
+    )
+    table = relation_table(kg, labels)
+    assert table.num_labels == len(labels)
+    # every excludes1 edge between two labels links them
+    edges = [
+        (u, v) for u, v, k in kg.graph.edges(keys=True) if k == "excludes1" and u in labels and v in labels
+    ]
+    assert edges
+    row = {c: i for i, c in enumerate(labels)}
+    for u, v in edges[:5]:
+        f = table.features(np.array([row[u], row[v]]), np.array([0.0, 1.0], dtype=np.float32))
+        assert f[0, RELATION_FEATURES.index("excludes1_gap")] == 1.0
+
+
 def test_a_damaged_reranker_names_the_file(kg, tmp_path: Path) -> None:  # noqa: ANN001
     from safetensors.torch import load_file, save_file
 
@@ -370,8 +422,13 @@ def test_a_damaged_reranker_names_the_file(kg, tmp_path: Path) -> None:  # noqa:
     )
     folder = res.save_to_directory(tmp_path / "coder")
     tensors = load_file(str(folder / "model.safetensors"))
-    del tensors["reranker.threshold"]
+    relations = {k: tensors.pop(k) for k in list(tensors) if k.startswith("relations.")}
+    assert relations  # the default trees read the KG's relations: their table is in the weights
     save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(CoderFormatError, match="model.safetensors: the relation table"):
+        Coder.load(folder)
+    del tensors["reranker.threshold"]
+    save_file({**tensors, **relations}, str(folder / "model.safetensors"))
     with pytest.raises(CoderFormatError, match="model.safetensors: the candidate reranker"):
         Coder.load(folder)
 
