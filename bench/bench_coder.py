@@ -147,40 +147,86 @@ def variants(config: Path, quick: bool, seeds: Sequence[int] = ()) -> dict[str, 
     }
 
 
-def kg_margin(ablation: dict[str, Any], base_seed: int) -> dict[str, Any]:
-    """Full minus text-only (what the graph encoder adds), per seed, with mean and standard deviation."""
+def _seed_pairs(ablation: dict[str, Any], base_seed: int) -> dict[int, tuple[str, str]]:
+    """``{seed: (full variant, text-only variant)}`` of the seeds that have both."""
     pairs = {base_seed: ("full", "text_only")}
     for name in ablation:
         if name.startswith("full_seed"):
             seed = int(name.removeprefix("full_seed"))
-            if f"text_only_seed{seed}" in ablation:
-                pairs[seed] = (name, f"text_only_seed{seed}")
+            pairs[seed] = (name, f"text_only_seed{seed}")
+    return {s: p for s, p in sorted(pairs.items()) if all(n in ablation for n in p)}
 
-    def values(m: dict[str, Any]) -> dict[str, float]:
-        b = m.get("buckets") or {}
-        return {
-            "map": m["map"],
-            "micro_f1": m["micro_f1"],
-            "unseen_f1": b["unseen"]["f1"],
-            "unseen_r@10": b["unseen"]["r@10"],
-            "1-5_f1": b["1-5"]["f1"],
-            "1-5_r@10": b["1-5"]["r@10"],
-        }
 
-    per_seed = {}
-    for seed, (full, text) in sorted(pairs.items()):
-        if full in ablation and text in ablation:
-            f, t = values(ablation[full]["dev"]), values(ablation[text]["dev"])
-            per_seed[seed] = {k: round(f[k] - t[k], 4) for k in f}
+def _margin_values(m: dict[str, Any]) -> dict[str, float]:
+    """The metrics the KG margins compare."""
+    b = m.get("buckets") or {}
+    return {
+        "map": m["map"],
+        "micro_f1": m["micro_f1"],
+        "unseen_f1": b["unseen"]["f1"],
+        "unseen_r@10": b["unseen"]["r@10"],
+        "1-5_f1": b["1-5"]["f1"],
+        "1-5_r@10": b["1-5"]["r@10"],
+    }
+
+
+def _mean_std(per_seed: dict[Any, dict[str, float]]) -> dict[str, dict[str, float | None]]:
     keys = next(iter(per_seed.values())).keys() if per_seed else []
-    summary = {
+    return {
         k: {
             "mean": round(statistics.mean(d[k] for d in per_seed.values()), 4),
             "std": round(statistics.stdev(d[k] for d in per_seed.values()), 4) if len(per_seed) > 1 else None,
         }
         for k in keys
     }
-    return {"per_seed": per_seed, "mean_std": summary, "note": "full - text_only on CodiEsp dev"}
+
+
+def kg_margin(ablation: dict[str, Any], base_seed: int) -> dict[str, Any]:
+    """Full minus text-only (what the knowledge graph adds), per seed, with mean and standard deviation."""
+    per_seed = {}
+    for seed, (full, text) in _seed_pairs(ablation, base_seed).items():
+        f, t = _margin_values(ablation[full]["dev"]), _margin_values(ablation[text]["dev"])
+        per_seed[seed] = {k: round(f[k] - t[k], 4) for k in f}
+    return {
+        "per_seed": per_seed,
+        "mean_std": _mean_std(per_seed),
+        "note": "full (graph encoder + relation features) - text_only (neither) on CodiEsp dev",
+    }
+
+
+def kg_attribution(ablation: dict[str, Any], base_seed: int) -> dict[str, Any]:
+    """Which part of the KG margin the graph encoder and the reranker's relation features give.
+
+    Each model's card holds the dev metrics of trees fitted with the other feature set on the same
+    cross-fitted rows (``reranker.other_features``): the full model without relation features and
+    the text-only model with them. Per seed and as mean and standard deviation:
+    ``graph_encoder`` = full - text-only with relations; ``relations`` = full - full without them;
+    and each of the two without the other.
+    """
+    parts: dict[str, dict[int, dict[str, float]]] = {
+        "graph_encoder": {},
+        "relations": {},
+        "graph_encoder_without_relations": {},
+        "relations_without_graph_encoder": {},
+    }
+    for seed, (full, text) in _seed_pairs(ablation, base_seed).items():
+        other_f = (ablation[full].get("reranker") or {}).get("other_features")
+        other_t = (ablation[text].get("reranker") or {}).get("other_features")
+        if not other_f or not other_t:
+            continue
+        f, t = _margin_values(ablation[full]["dev"]), _margin_values(ablation[text]["dev"])
+        f0, t1 = _margin_values(other_f["dev_metrics"]), _margin_values(other_t["dev_metrics"])
+        for name, (a, b) in {
+            "graph_encoder": (f, t1),
+            "relations": (f, f0),
+            "graph_encoder_without_relations": (f0, t),
+            "relations_without_graph_encoder": (t1, t),
+        }.items():
+            parts[name][seed] = {k: round(a[k] - b[k], 4) for k in a}
+    return {
+        **{name: {"per_seed": p, "mean_std": _mean_std(p)} for name, p in parts.items()},
+        "note": "differences on CodiEsp dev; the relation-feature rows come from the cards' other_features",
+    }
 
 
 def _per_note_counts(model: Path) -> dict[str, Any]:
@@ -832,6 +878,7 @@ def main() -> None:
     results["training_seconds_full"] = (ablation.get("full") or {}).get("training_seconds")
     results["table"] = summary_table(ablation)
     results["kg_margin"] = kg_margin(ablation, int(specs["full"]["training"]["seed"]))
+    results["kg_attribution"] = kg_attribution(ablation, int(specs["full"]["training"]["seed"]))
     if "full" in ablation:
         results["buckets_full"] = ablation["full"]["dev"].get("buckets")
     RESULTS.mkdir(parents=True, exist_ok=True)
