@@ -1480,7 +1480,6 @@ def _best_threshold(logits: Tensor, encoded: EncodedNotes, coder: Coder, top_k: 
     return float(thr)
 
 
-@torch.no_grad()
 def relation_table(kg: KnowledgeGraph, labels: Sequence[str]) -> RelationTable:
     """The KG's links between labels that the reranker's relation features read.
 
@@ -1515,6 +1514,7 @@ def relation_table(kg: KnowledgeGraph, labels: Sequence[str]) -> RelationTable:
     return RelationTable.build(labels, parents, notes, {k: sorted(v) for k, v in gem.items()}, xrefs)
 
 
+@torch.no_grad()
 def candidate_rows(
     coder: Coder,
     encoded: EncodedNotes,
