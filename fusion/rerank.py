@@ -528,8 +528,10 @@ class TreeEnsemble:
             or (self.feature[inner] >= len(self.features)).any()
         ):
             raise ValueError("tree arrays point outside the trees or the features")
-        # depth bound for the level-by-level walk: a node's children come after it in each tree
-        self._steps = int(np.diff(np.append(self.roots, n)).max()) if len(self.roots) else 0
+        # children come after their node (as the booster writes them), so every walk ends
+        here = np.flatnonzero(inner)
+        if (self.left[inner] <= here).any() or (self.right[inner] <= here).any():
+            raise ValueError("tree arrays point back to an earlier node (a cycle)")
 
     @property
     def num_trees(self) -> int:
@@ -545,19 +547,35 @@ class TreeEnsemble:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.features):
             raise ValueError(f"expected rows of {len(self.features)} features, got shape {tuple(x.shape)}")
-        out = np.full(len(x), self.baseline)
-        if not len(x) or not self.num_trees:
-            return out
-        node = np.broadcast_to(self.roots, (len(x), self.num_trees)).copy()  # (n, trees)
-        rows = np.arange(len(x))[:, None]
-        for _ in range(self._steps):
-            inner = self.left[node] >= 0
-            if not inner.any():
+        n, t = len(x), self.num_trees
+        if not n or not t:
+            return np.full(n, self.baseline)
+        # Walk every (row, tree) pair down one level per step, dropping the pairs that reached a
+        # leaf, so the work follows the actual path lengths (the trees are unbalanced: a few deep
+        # paths, most short). Leaf values land in an (n, trees) table summed in tree order, the
+        # same sum as the booster's.
+        left, right, feature = self.left, self.right, self.feature
+        flat = np.ascontiguousarray(x).ravel()
+        pair = np.arange(n * t, dtype=np.int64)  # row * t + tree
+        node = np.tile(self.roots, n)
+        offset = (pair // t) * x.shape[1]  # where each pair's row starts in ``flat``
+        leaf_value = np.zeros(n * t)
+        has_nan = bool(np.isnan(flat).any())
+        at_leaf = left[node] < 0
+        while True:
+            if at_leaf.any():
+                leaf_value[pair[at_leaf]] = self.value[node[at_leaf]]
+                walking = ~at_leaf
+                pair, node, offset = pair[walking], node[walking], offset[walking]
+            if not len(node):
                 break
-            val = x[rows, np.where(inner, self.feature[node], 0)]
-            go_left = np.where(np.isnan(val), self.missing_left[node], val <= self.threshold[node])
-            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
-        return out + self.value[node].sum(axis=1)
+            val = flat[offset + feature[node]]
+            go_left = val <= self.threshold[node]
+            if has_nan:
+                go_left |= np.isnan(val) & self.missing_left[node]
+            node = np.where(go_left, left[node], right[node])
+            at_leaf = left[node] < 0
+        return self.baseline + leaf_value.reshape(n, t).sum(axis=1)
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """``sigmoid(decision_function(x))``. Shapes: ``(n, f)`` -> ``(n,)``."""

@@ -78,6 +78,55 @@ def test_damaged_trees_are_refused() -> None:
         TreeEnsemble.from_state_dict(state, FEATURES)
 
 
+def test_trees_pointing_back_are_refused() -> None:
+    trees, _, _ = _fitted()
+    state = trees.state_dict()
+    inner = int(np.flatnonzero(state["reranker.left"].numpy() >= 0)[1])
+    state["reranker.right"][inner] = int(state["reranker.roots"][0])  # back to the first root
+    with pytest.raises(ValueError, match="cycle"):
+        TreeEnsemble.from_state_dict(state, FEATURES)
+
+
+def test_missing_values_follow_the_booster() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1500, len(FEATURES)))
+    x[rng.random(x.shape) < 0.2] = np.nan  # missing in training: each split learns a side for NaN
+    y = np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 3]) > 0
+    clf = HistGradientBoostingClassifier(max_iter=25, max_leaf_nodes=9, early_stopping=False, random_state=0)
+    clf.fit(x, y)
+    trees = TreeEnsemble.from_sklearn(clf)
+    assert trees.missing_left.any() and not trees.missing_left.all()
+    test = rng.normal(size=(400, len(FEATURES)))
+    test[rng.random(test.shape) < 0.3] = np.nan
+    np.testing.assert_allclose(trees.decision_function(test), clf.decision_function(test), atol=1e-9)
+
+
+def _walk_one_by_one(trees: TreeEnsemble, row: np.ndarray) -> float:
+    total = trees.baseline
+    for node in trees.roots.tolist():
+        while trees.left[node] >= 0:
+            v = row[trees.feature[node]]
+            go_left = bool(trees.missing_left[node]) if np.isnan(v) else v <= trees.threshold[node]
+            node = int(trees.left[node] if go_left else trees.right[node])
+        total += trees.value[node]
+    return total
+
+
+def test_batched_walk_equals_walking_each_row_and_tree() -> None:
+    trees, _, x = _fitted(n=300, seed=3)
+    x = x.copy()
+    x[::7, 2] = np.nan
+    expected = np.array([_walk_one_by_one(trees, r) for r in x])
+    np.testing.assert_allclose(trees.decision_function(x), expected, rtol=0, atol=1e-12)
+    assert trees.decision_function(x[:0]).shape == (0,)
+    leaf = -np.ones(1)
+    zero = np.zeros(1)
+    stump = TreeEnsemble(zero, zero, leaf, leaf, np.array([0.25]), np.zeros(1, bool), zero, 0.5)
+    np.testing.assert_allclose(stump.decision_function(np.zeros((3, len(FEATURES)))), [0.75] * 3)
+
+
 def test_wrong_feature_count_is_refused() -> None:
     trees, _, _ = _fitted()
     with pytest.raises(ValueError, match=f"rows of {len(FEATURES)} features"):
