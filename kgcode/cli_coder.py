@@ -30,6 +30,7 @@ __all__ = [
     "apply_inference_options",
     "backend_option",
     "dtype_option",
+    "unseen_offset_option",
     "eval_command",
     "predict_command",
     "train_command",
@@ -70,7 +71,18 @@ backend_option = click.option(
 )
 
 
-def _load_coder(model: Path, dtype: str | None = None, backend: str | None = None) -> Any:
+#: ``--unseen-offset``: the operating point between seen and long-tail codes (Coder.set_unseen_offset)
+unseen_offset_option = click.option(
+    "--unseen-offset", type=click.FloatRange(-10.0, 10.0), default=None,
+    help="Logit offset of the codes without training notes (default: the model's, tuned on dev). "
+         "Larger puts more long-tail codes in the top codes and above the threshold, at some cost "
+         "to the codes seen in training (see the README's unseen-code trade-off).",
+)
+
+
+def _load_coder(
+    model: Path, dtype: str | None = None, backend: str | None = None, unseen_offset: float | None = None
+) -> Any:
     from kgcode.coder import Coder, CoderFormatError
 
     try:
@@ -82,6 +94,11 @@ def _load_coder(model: Path, dtype: str | None = None, backend: str | None = Non
     problem = apply_inference_options(coder, dtype, backend)
     if problem:
         _fail(problem)
+    if unseen_offset is not None:
+        try:
+            coder.set_unseen_offset(unseen_offset)
+        except ValueError as err:
+            _fail(f"--unseen-offset: {err}")
     return coder
 
 
@@ -249,12 +266,13 @@ def _records(data: bytes, name: str) -> Iterator[tuple[int, str, str | None, str
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Notes per batch.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "text"]), default="jsonl", show_default=True,
               help="jsonl: one JSON object per note; text: a readable list with the evidence sentences.")
+@unseen_offset_option
 @dtype_option
 @backend_option
 @click.pass_context
 def predict_command(
     ctx: click.Context, model: Path, source: str, top_k: int | None, threshold: float | None, evidence: int,
-    batch_size: int | None, fmt: str, dtype: str | None, backend: str | None,
+    batch_size: int | None, fmt: str, unseen_offset: float | None, dtype: str | None, backend: str | None,
 ) -> None:
     """Code the notes in SOURCE (a text file, a JSONL file with id/text, or - for stdin): JSONL out.
 
@@ -271,7 +289,7 @@ def predict_command(
         if not path.is_file():
             _fail(f"no such file: {source}")
         data, name = path.read_bytes(), path.name
-    coder = _load_coder(model, dtype, backend)
+    coder = _load_coder(model, dtype, backend, unseen_offset)
     good: list[tuple[str, str]] = []
     errors = 0
     for n, rid, text, error in _records(data, name):
@@ -344,12 +362,13 @@ def _table(m: dict[str, Any], n_notes: int, part: str) -> str:
 @click.option("--kg", "kg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="KG that maps MeSH/OMIM-coded data (PubTator, e.g. NCBI disease) to ICD-10-CM "
                    "(default: the last KG built).")
+@unseen_offset_option
 @dtype_option
 @backend_option
 @click.pass_context
 def eval_command(
     ctx: click.Context, model: Path, data_path: Path, as_json: bool, part: str, threshold: float | None,
-    kg_dir: Path | None, dtype: str | None, backend: str | None,
+    kg_dir: Path | None, unseen_offset: float | None, dtype: str | None, backend: str | None,
 ) -> None:
     """Evaluate a coder on coded notes: MAP, micro/macro P/R/F1, P@k, R@k, frequency buckets.
 
@@ -361,7 +380,7 @@ def eval_command(
 
     if not data_path.exists():
         _fail(f"--data: no such file or folder: {data_path}")
-    coder = _load_coder(model, dtype, backend)
+    coder = _load_coder(model, dtype, backend, unseen_offset)
     try:
         notes, report = read_dataset(data_path)
     except (ValueError, FileNotFoundError) as err:
@@ -398,6 +417,7 @@ def eval_command(
     if silver is not None:
         metrics["data"]["silver_icd10cm"] = silver
     metrics["part"] = part
+    metrics["unseen_offset"] = coder.unseen_offset
     metrics["inference_dtype"] = coder.runtime_dtype
     metrics["inference_backend"] = coder.runtime_backend
     if as_json:

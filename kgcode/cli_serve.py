@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from kgcode.cli_coder import apply_inference_options, backend_option, dtype_option
+from kgcode.cli_coder import apply_inference_options, backend_option, dtype_option, unseen_offset_option
 from kgcode.cli_common import kg_option, load_kg_option
 
 __all__ = ["serve_command"]
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
               help="Most notes in one POST /predict.")
 @click.option("--max-body-mb", default=2.0, show_default=True, type=click.FloatRange(0.01, 1024),
               help="Largest request body (MB).")
+@unseen_offset_option
 @dtype_option
 @backend_option
 def serve_command(
@@ -39,6 +40,7 @@ def serve_command(
     timeout_s: float,
     max_batch: int,
     max_body_mb: float,
+    unseen_offset: float | None,
     dtype: str | None,
     backend: str | None,
 ) -> None:
@@ -61,6 +63,11 @@ def serve_command(
     problem = None if coder is None else apply_inference_options(coder, dtype, backend)
     if problem:
         raise click.UsageError(problem)
+    if coder is not None and unseen_offset is not None:
+        try:
+            coder.set_unseen_offset(unseen_offset)
+        except ValueError as err:
+            raise click.UsageError(f"--unseen-offset: {err}") from None
     app = create_app(graph, coder, kg_path=kg_dir or getattr(graph, "path", None), model_path=model_dir,
                      model_error=error, timeout_s=timeout_s, max_batch=max_batch,
                      max_body_bytes=int(max_body_mb * 1_000_000))

@@ -1550,6 +1550,45 @@ class Coder(nn.Module):
         unseen = self.unseen_mask if rows is None else self.unseen_mask[rows]
         return logits + bias * unseen.to(logits.dtype)
 
+    @property
+    def unseen_offset(self) -> float:
+        """The last logit offset of the labels without training notes: ``reranked_unseen_bias``
+        with a reranker, else ``unseen_bias`` (both tuned on dev by training)."""
+        return float(getattr(self.config, self._unseen_offset_key) or 0.0)
+
+    @property
+    def _unseen_offset_key(self) -> str:
+        return "reranked_unseen_bias" if self.reranker is not None else "unseen_bias"
+
+    def set_unseen_offset(self, value: float) -> Coder:
+        """Move the operating point between the codes seen in training and the long tail.
+
+        Sets :attr:`unseen_offset` for this coder (the saved model is unchanged unless saved
+        again). Larger values put more codes without training notes into each note's top codes
+        and above the threshold, at some cost to the seen codes: on CodiEsp dev the benchmarked
+        coder keeps MAP and micro-F1 at 0.45 or more up to an offset of about 2, where unseen R@10
+        is about 0.15 against 0.10 at the tuned offset (``unseen_frontier`` in
+        ``bench/results/coder.json``). The ``kgcode`` commands take ``--unseen-offset``.
+
+        Args:
+            value: the offset (a finite number; 0 = none). Far beyond about 10 the probabilities
+                of the lifted codes saturate at 1 and tie.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: not a finite number.
+        """
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not math.isfinite(v):
+            raise ValueError(f"unseen offset {value!r}: expected a finite number")
+        setattr(self.config, self._unseen_offset_key, v)
+        return self
+
     def zero_shot_max(self, vectors: Tensor, mask: Tensor) -> Tensor:
         """Zero-shot score of every label: the best cosine between a sentence and the code text.
 

@@ -153,6 +153,35 @@ def test_eval_json_has_the_issue_keys(model: Path) -> None:
     assert table.exit_code == 0 and "MAP" in table.output and "unseen" in table.output
 
 
+def test_unseen_offset_option_moves_the_long_tail(model: Path, tmp_path: Path) -> None:
+    from kgcode.coder import Coder
+
+    coder = Coder.load(model)
+    base = json.loads(run("eval", "--model", model, "--data", DEV, "--json").output)
+    assert base["unseen_offset"] == coder.unseen_offset
+    result = run("eval", "--model", model, "--data", DEV, "--json", "--unseen-offset", 10)
+    assert result.exit_code == 0, result.output
+    high = json.loads(result.output)
+    assert high["unseen_offset"] == 10.0
+    assert high["buckets"]["unseen"]["r@10"] >= base["buckets"]["unseen"]["r@10"]
+    note = tmp_path / "note.txt"
+    note.write_text("Type 2 diabetes mellitus without complications. Fracture of the femur.\n")
+
+    def top(offset: float) -> list[str]:
+        out = run("predict", "--model", model, note, "--top-k", 3, "--threshold", 0,
+                  "--unseen-offset", offset)
+        assert out.exit_code == 0, out.output
+        return [c["code"] for c in json.loads(out.output)["codes"]]
+
+    seen = {c for c, n in zip(coder.labels, coder.train_counts, strict=True) if n > 0}
+    assert len(seen) >= 3
+    assert not set(top(10)) & seen  # the top codes are all codes without training notes
+    assert set(top(-10)) <= seen  # and all seen ones the other way
+    for bad in ("nan", "11", "x"):
+        out = CliRunner().invoke(group, ["predict", "--model", str(model), str(note), "--unseen-offset", bad])
+        assert out.exit_code == 2 and "--unseen-offset" in out.output and "Traceback" not in out.output
+
+
 def test_dtype_option(model: Path, tmp_path: Path) -> None:
     from kgcode.cli_coder import DTYPE_CHOICES
     from kgcode.coder import INFERENCE_DTYPES

@@ -267,6 +267,20 @@ def test_unseen_bias_lifts_only_codes_without_training_notes(coder: Coder, tmp_p
     assert Coder.load(folder).config.unseen_bias == 0.75
 
 
+def test_unseen_offset_without_a_reranker_is_the_unseen_bias(coder: Coder) -> None:
+    assert coder.reranker is None and coder.unseen_offset == coder.config.unseen_bias == 0.0
+    try:
+        assert coder.set_unseen_offset(1.5) is coder
+        assert coder.unseen_offset == coder.config.unseen_bias == 1.5
+        assert coder.config.reranked_unseen_bias == 0.0
+        for bad in (float("nan"), float("inf"), "high", None):
+            with pytest.raises(ValueError, match="expected a finite number"):
+                coder.set_unseen_offset(bad)  # type: ignore[arg-type]
+        assert coder.unseen_offset == 1.5  # a refused value changes nothing
+    finally:
+        coder.config.unseen_bias = 0.0
+
+
 # --------------------------------------------------------------------------- dictionary match
 
 

@@ -356,11 +356,16 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     before = again.score_texts(notes)
     direct, _ = again.score_notes(again.encode_notes(notes))  # outside inference mode: no grad error
     assert torch.allclose(direct, before, atol=1e-5)
-    again.config.reranked_unseen_bias += 1.0  # the offset after the trees moves unseen codes only
+    tuned = again.unseen_offset
+    assert tuned == card["unseen_bias"]
+    # the offset after the trees (the public operating point) moves unseen codes only
+    assert again.set_unseen_offset(tuned + 1.0) is again
+    assert again.config.reranked_unseen_bias == tuned + 1.0
+    assert again.config.unseen_bias == res.coder.config.unseen_bias
     after, unseen = again.score_texts(notes), again.unseen_mask
     assert torch.allclose(after[:, unseen], before[:, unseen] + 1.0, atol=1e-5)
     assert torch.allclose(after[:, ~unseen], before[:, ~unseen])
-    again.config.reranked_unseen_bias -= 1.0
+    again.set_unseen_offset(tuned)
     # the reranker changed the scores of the coder it was fitted for
     res.coder.reranker, saved = None, res.coder.reranker
     assert not torch.allclose(res.coder.score_texts(notes), again.score_texts(notes))
