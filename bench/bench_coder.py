@@ -842,11 +842,14 @@ def main() -> None:
     if "frontier" in only:
         logger.info("==> the unseen-code trade-off of full and text-only (dev)")
         names = [n for n in ablation if n.startswith(("full", "text_only"))] or ["full", "text_only"]
-        results["unseen_frontier"] = {
-            name: unseen_frontier(MODELS / name)
-            for name in names
-            if (MODELS / name / "config.json").is_file()
-        }
+        # models not on this machine keep their entries from an earlier run
+        results.setdefault("unseen_frontier", {}).update(
+            {
+                name: unseen_frontier(MODELS / name)
+                for name in names
+                if (MODELS / name / "config.json").is_file()
+            }
+        )
     if "margin_ci" in only:
         pairs = {int(specs["full"]["training"]["seed"]): ("full", "text_only")}
         pairs.update({s: (f"full_seed{s}", f"text_only_seed{s}") for s in seeds})

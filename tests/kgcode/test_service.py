@@ -395,6 +395,34 @@ def test_serve_refuses_an_inference_option_the_model_cannot_run(tmp_path: Path) 
     assert "Traceback" not in result.output
 
 
+def test_serve_applies_the_unseen_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--unseen-offset`` reaches the coder the app serves; a non-number stops with one line."""
+    import uvicorn
+
+    import kgcode.service
+    from kgcode.cli_serve import serve_command
+    from tests.fixtures.coder.helpers import build_mini_kg, train_tiny
+
+    kg = build_mini_kg()
+    folder = train_tiny(kg, tmp_path / "emb").save_to_directory(tmp_path / "coder")
+    kg_dir = kg.save(tmp_path / "kg")
+    served: dict[str, object] = {}
+    real = kgcode.service.create_app
+
+    def spy(graph, coder, **kw):  # noqa: ANN001, ANN003, ANN202
+        served["coder"] = coder
+        return real(graph, coder, **kw)
+
+    monkeypatch.setattr(kgcode.service, "create_app", spy)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    args = ["--model", str(folder), "--kg", str(kg_dir)]
+    result = CliRunner().invoke(serve_command, [*args, "--unseen-offset", "3"])
+    assert result.exit_code == 0, result.output
+    assert served["coder"].unseen_offset == 3.0  # type: ignore[attr-defined]
+    bad = CliRunner().invoke(serve_command, [*args, "--unseen-offset", "nan"])
+    assert bad.exit_code == 2 and "--unseen-offset" in bad.output and "Traceback" not in bad.output
+
+
 def test_predict_with_a_real_trained_coder_loaded_from_its_folder(tmp_path: Path) -> None:
     """``kgcode serve --model DIR``'s path: a coder trained on the fixture notes, saved, loaded once."""
     from kgcode.service import load_coder

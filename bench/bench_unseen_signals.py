@@ -1,0 +1,157 @@
+"""Probe: how well each signal ranks the codes without training notes (``results/unseen_signals.json``).
+
+For every unseen gold mention of CodiEsp dev, its rank among the labels without training notes
+under: the benchmarked coder's final score, the sentence / code-text cosine (the zero-shot
+path), the dictionary coverage, and two sub-sentence variants of the cosine that the package does
+not use (chunks cut at commas, brackets and a few connectives, each encoded on its own, or pooled
+from the sentence's own token states). The shares of mentions within the top k tell how far a
+better zero-shot signal could move unseen R@10 (the coder's target is 0.30). A probe for design
+decisions, run on dev only; needs ``bench/bench_coder.py``'s ``full`` model.
+
+Run: ``.venv/bin/python bench/bench_unseen_signals.py [--model DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger("bench.unseen_signals")
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("KGCODE_DATA_DIR", ROOT.parent / "shared" / "data")) / "codiesp"
+KS = (1, 3, 5, 10, 20, 50, 100, 500)
+
+#: where a sentence is cut into chunks (a mention rarely spans these)
+CUT = re.compile(
+    r"\s*(?:[,;:()\[\]]|\band\b|\bwith\b|\bor\b|\bwithout\b|\bdue to\b|\bsecondary to\b)\s*", re.I
+)
+
+
+def chunk_spans(sentence: str) -> list[tuple[int, int]]:
+    """Character spans of a sentence's chunks (none when it does not split)."""
+    spans, pos = [], 0
+    for m in CUT.finditer(sentence):
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, len(sentence)))
+    out = []
+    for a, b in spans:
+        piece = sentence[a:b]
+        lead = len(piece) - len(piece.lstrip(" ."))
+        end = len(piece.rstrip(" ."))
+        if end > lead and re.search("[a-zA-Z]{3}", piece):
+            out.append((a + lead, a + end))
+    return out if len(out) > 1 else []
+
+
+def pooled_chunks(encoder: Any, sentences: list[str], batch: int = 64) -> torch.Tensor:
+    """Chunk vectors mean-pooled from each sentence's token states (one encoder pass).
+
+    Shapes:
+        output: ``(num_chunks, dim)``, L2-normalised.
+    """
+    out = []
+    for i in range(0, len(sentences), batch):
+        part = sentences[i : i + batch]
+        tok = encoder.tokenizer(part, padding=True, truncation=True, max_length=encoder.max_length,
+                                return_tensors="pt", return_offsets_mapping=True)
+        offsets = tok.pop("offset_mapping")
+        with torch.inference_mode():
+            states = encoder.model(**tok).last_hidden_state.float()
+        for j, sentence in enumerate(part):
+            for a, b in chunk_spans(sentence):
+                off = offsets[j]
+                m = (off[:, 0] >= a) & (off[:, 1] <= b) & (off[:, 1] > off[:, 0])
+                if m.any():
+                    out.append(F.normalize(states[j][m].mean(0), dim=-1))
+    return torch.stack(out) if out else torch.empty(0, encoder.dim)
+
+
+def main() -> int:
+    """Rank the unseen gold mentions of dev under each signal; write the JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=ROOT / ".cache" / "bench-models" / "full")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "unseen_signals.json")
+    args = ap.parse_args()
+    if not (args.model / "config.json").is_file() or not (DATA / "dev").is_dir():
+        logger.warning("no coder at %s or no CodiEsp dev in %s: skipping", args.model, DATA)
+        return 0
+    from kgcode import paths
+    from kgcode.coder import Coder
+    from kgcode.datasets import read_dataset
+    from kgcode.training import encode_notes, prepare_notes, score_encoded
+
+    coder = Coder.load(args.model)
+    notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
+    enc = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
+    final = score_encoded(coder, enc)
+    coverage, _ = coder.lexical_match(enc.segments)
+    unseen = coder.unseen_mask
+    bank = coder.bank["zs"].float()
+
+    def cosine(vectors: torch.Tensor) -> torch.Tensor:
+        if not len(vectors):
+            return torch.full((len(coder.labels),), -1.0)
+        return (F.normalize(vectors.float(), dim=-1) @ bank.T).amax(0)
+
+    ranks: dict[str, list[int]] = {k: [] for k in ("final", "sentence", "dictionary", "chunks_encoded",
+                                                   "chunks_pooled", "sentence_or_chunks_encoded")}
+    n_chunks, t_encoded, t_pooled = 0, 0.0, 0.0
+    for i, seg in enumerate(enc.segments):
+        gold = [g for g in enc.gold[i] if unseen[g]]
+        pieces = sorted({s[a:b] for s in seg.texts for a, b in chunk_spans(s)} - set(seg.texts))
+        n_chunks += len(pieces)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            encoded = coder.encoder.encode(pieces) if pieces else torch.empty(0, bank.shape[1])
+        t_encoded += time.perf_counter() - t
+        t = time.perf_counter()
+        pooled = pooled_chunks(coder.encoder, list(seg.texts))
+        t_pooled += time.perf_counter() - t
+        sentence = cosine(seg.vectors)
+        signals = {
+            "final": final[i],
+            "sentence": sentence,
+            "dictionary": coverage[i] + 0.01 * sentence,  # as the reranker picks its candidates
+            "chunks_encoded": cosine(encoded),
+            "chunks_pooled": cosine(pooled),
+            "sentence_or_chunks_encoded": torch.maximum(sentence, cosine(encoded)),
+        }
+        for name, score in signals.items():
+            among = score.masked_fill(~unseen, -1e9)
+            ranks[name] += [int((among > among[g]).sum()) for g in gold]
+    result = {
+        "model": str(args.model),
+        "mentions": len(ranks["final"]),
+        "unseen_labels": int(unseen.sum()),
+        "sentences_per_note": round(float(np.mean([len(s.texts) for s in enc.segments])), 1),
+        "chunks_per_note": round(n_chunks / len(enc.segments), 1),
+        "seconds_chunks_encoded": round(t_encoded, 1),
+        "seconds_chunks_pooled": round(t_pooled, 1),
+        "share_in_top_k_among_unseen": {
+            name: {str(k): round(float((np.array(r) < k).mean()), 4) for k in KS} for name, r in ranks.items()
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, args.out)
+    for name, shares in result["share_in_top_k_among_unseen"].items():
+        logger.info("%-28s top 10 %.3f  top 50 %.3f", name, shares["10"], shares["50"])
+    logger.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
