@@ -647,9 +647,9 @@ def unseen_frontier(model: Path, offsets: Sequence[float] = FRONTIER_OFFSETS) ->
     from kgcode.training import encode_notes, gold_matrix, prepare_notes, score_encoded, tradeoff_metrics
 
     coder = Coder.load(model)
-    key = "reranked_unseen_bias" if coder.reranker is not None else "unseen_bias"
-    chosen = float(getattr(coder.config, key) or 0.0)
-    setattr(coder.config, key, 0.0)
+    key = "reranked_unseen_bias" if coder.reranker is not None else "unseen_bias"  # the JSON's label
+    chosen = coder.unseen_offset
+    coder.set_unseen_offset(0.0)
     notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
     encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
     logits = score_encoded(coder, encoded)
