@@ -131,6 +131,11 @@ def variants(config: Path, quick: bool, seeds: Sequence[int] = ()) -> dict[str, 
     # text-only: no knowledge graph structure at all (no graph encoder, no relation features in
     # the reranker); the codes' texts still come from the KG
     text_model = {**base_model, "gnn": None, "gnn_kwargs": {}, "rerank_relations": False}
+    # no KG at all: text-only, and each code described by its own title alone (no inclusion terms,
+    # synonyms or parents' titles in its text or in the dictionary), no hierarchy / Excludes
+    # negatives, guidelines of the gold codes' titles only
+    no_kg_model = {**text_model, "code_names": "title"}
+    no_kg_train = {**base_train, "n_neighbours": 0}
     # the single-part ablations are compared with the full model before its reranker (its card
     # keeps those metrics: the ``no_reranker`` row), so they skip the cross-fitted reranker
     plain = {**base_train, "rerank_folds": 0}
@@ -139,21 +144,28 @@ def variants(config: Path, quick: bool, seeds: Sequence[int] = ()) -> dict[str, 
         "text_only": {"model": text_model, "training": base_train},
         "no_contrastive": {"model": base_model, "training": {**plain, "pretrain_epochs": 0}},
         "no_lexicon": {"model": {**base_model, "lexicon": False}, "training": plain},
+        "no_kg": {"model": no_kg_model, "training": no_kg_train},
         **{
-            f"{name}_seed{seed}": {"model": model_, "training": {**base_train, "seed": seed}}
+            f"{name}_seed{seed}": {"model": model_, "training": {**train_, "seed": seed}}
             for seed in seeds
-            for name, model_ in (("full", base_model), ("text_only", text_model))
+            for name, model_, train_ in (
+                ("full", base_model, base_train),
+                ("text_only", text_model, base_train),
+                ("no_kg", no_kg_model, no_kg_train),
+            )
         },
     }
 
 
-def _seed_pairs(ablation: dict[str, Any], base_seed: int) -> dict[int, tuple[str, str]]:
-    """``{seed: (full variant, text-only variant)}`` of the seeds that have both."""
-    pairs = {base_seed: ("full", "text_only")}
+def _seed_pairs(
+    ablation: Any, base_seed: int, first: str = "full", second: str = "text_only"
+) -> dict[int, tuple[str, str]]:
+    """``{seed: (first variant, second variant)}`` of the seeds that have both (``ablation``: names)."""
+    pairs = {base_seed: (first, second)}
     for name in ablation:
-        if name.startswith("full_seed"):
-            seed = int(name.removeprefix("full_seed"))
-            pairs[seed] = (name, f"text_only_seed{seed}")
+        if name.startswith(f"{first}_seed"):
+            seed = int(name.removeprefix(f"{first}_seed"))
+            pairs[seed] = (name, f"{second}_seed{seed}")
     return {s: p for s, p in sorted(pairs.items()) if all(n in ablation for n in p)}
 
 
@@ -181,17 +193,20 @@ def _mean_std(per_seed: dict[Any, dict[str, float]]) -> dict[str, dict[str, floa
     }
 
 
-def kg_margin(ablation: dict[str, Any], base_seed: int) -> dict[str, Any]:
-    """Full minus text-only (what the knowledge graph adds), per seed, with mean and standard deviation."""
+def kg_margin(
+    ablation: dict[str, Any],
+    base_seed: int,
+    first: str = "full",
+    second: str = "text_only",
+    note: str = "full (graph encoder + relation features) - text_only (neither) on CodiEsp dev",
+) -> dict[str, Any]:
+    """``first`` minus ``second`` (by default what the KG's structure adds: full minus text-only),
+    per seed, with mean and standard deviation."""
     per_seed = {}
-    for seed, (full, text) in _seed_pairs(ablation, base_seed).items():
-        f, t = _margin_values(ablation[full]["dev"]), _margin_values(ablation[text]["dev"])
+    for seed, (a, b) in _seed_pairs(ablation, base_seed, first, second).items():
+        f, t = _margin_values(ablation[a]["dev"]), _margin_values(ablation[b]["dev"])
         per_seed[seed] = {k: round(f[k] - t[k], 4) for k in f}
-    return {
-        "per_seed": per_seed,
-        "mean_std": _mean_std(per_seed),
-        "note": "full (graph encoder + relation features) - text_only (neither) on CodiEsp dev",
-    }
+    return {"per_seed": per_seed, "mean_std": _mean_std(per_seed), "note": note}
 
 
 def kg_attribution(ablation: dict[str, Any], base_seed: int) -> dict[str, Any]:
@@ -229,8 +244,17 @@ def kg_attribution(ablation: dict[str, Any], base_seed: int) -> dict[str, Any]:
     }
 
 
+_PER_NOTE: dict[Path, dict[str, Any]] = {}
+
+
 def _per_note_counts(model: Path) -> dict[str, Any]:
     """Per dev note, the counts behind the rare-code metrics of one model (at its tuned threshold)."""
+    if model not in _PER_NOTE:
+        _PER_NOTE[model] = _count_per_note(model)
+    return _PER_NOTE[model]
+
+
+def _count_per_note(model: Path) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -260,8 +284,14 @@ def _per_note_counts(model: Path) -> dict[str, Any]:
     return out
 
 
-def kg_margin_bootstrap(pairs: dict[int, tuple[str, str]], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Full minus text-only on the rare buckets with paired bootstrap intervals over dev notes.
+def kg_margin_bootstrap(
+    pairs: dict[int, tuple[str, str]],
+    reps: int = 2000,
+    seed: int = 0,
+    what: str = "full - text_only",
+) -> dict[str, Any]:
+    """One model minus another (``pairs``: per seed; by default full minus text-only) on the rare
+    buckets with paired bootstrap intervals over dev notes.
 
     Each resample draws the 250 dev notes with replacement and recomputes, for both models of every
     seed, F1 (at each model's own tuned threshold) and R@10 of the 1-5 and unseen buckets; the
@@ -300,7 +330,7 @@ def kg_margin_bootstrap(pairs: dict[int, tuple[str, str]], reps: int = 2000, see
             "mean_ci95": [round(float(np.percentile(mean, q)), 4) for q in (2.5, 97.5)],
             "p_mean_below_0": round(float((mean < 0).mean()), 4),
         }
-    out["note"] = "full - text_only, paired bootstrap over CodiEsp dev notes: [point, 2.5 %, 97.5 %]"
+    out["note"] = f"{what}, paired bootstrap over CodiEsp dev notes: [point, 2.5 %, 97.5 %]"
     return out
 
 
@@ -308,12 +338,14 @@ _PREPARED: dict[str, Any] = {}
 
 
 def _prepared(kg: Any, spec: dict[str, Any]) -> Any:
-    """Notes and code texts encoded once (:func:`kgcode.training.prepare`), shared by every variant."""
+    """Notes and code texts encoded once (:func:`kgcode.training.prepare`), shared by every variant
+    that describes codes the same way (``code_names``: the KG's names, or titles only)."""
     from kgcode.training import prepare
 
-    if "data" not in _PREPARED:
+    key = spec["model"].get("code_names", "kg")
+    if key not in _PREPARED:
         start = time.perf_counter()
-        _PREPARED["data"] = prepare(
+        _PREPARED[key] = prepare(
             train_path=DATA / "train",
             dev_path=DATA / "dev",
             kg=kg,
@@ -321,8 +353,8 @@ def _prepared(kg: Any, spec: dict[str, Any]) -> Any:
             training=spec["training"],
             show_progress_bar=False,
         )
-        _PREPARED["seconds"] = round(time.perf_counter() - start, 1)
-    return _PREPARED["data"]
+        _PREPARED[f"{key}_seconds"] = round(time.perf_counter() - start, 1)
+    return _PREPARED[key]
 
 
 def _lexicon_entry(card: dict[str, Any]) -> list[float] | None:
@@ -379,7 +411,9 @@ def train_variant(
             "model": str(folder),
             "reused": True,
         }
-    prepared = _prepared(kg, prepare_spec or spec)
+    names = spec["model"].get("code_names", "kg")
+    same = prepare_spec is not None and prepare_spec["model"].get("code_names", "kg") == names
+    prepared = _prepared(kg, prepare_spec if same else spec)
     result = train(
         config=spec["model"],
         training=spec["training"],
@@ -400,7 +434,7 @@ def train_variant(
         "unseen_bias_sweep": card.get("unseen_bias_sweep"),
         "lexicon": _lexicon_entry(card),
         "training_seconds": round(result.seconds, 1),
-        "prepare_seconds_shared": _PREPARED.get("seconds"),
+        "prepare_seconds_shared": _PREPARED.get(f"{names}_seconds"),
         "history": card["history"],
         "model": str(folder),
     }
@@ -774,7 +808,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="full,text_only,no_contrastive,no_lexicon,seeds,zero_shot,frontier,margin_ci,tfidf,perf",
+        default="full,text_only,no_contrastive,no_lexicon,no_kg,seeds,zero_shot,frontier,margin_ci,tfidf,perf",
     )
     parser.add_argument("--quick", action="store_true", help="One epoch per variant (a smoke run).")
     parser.add_argument(
@@ -851,12 +885,17 @@ def main() -> None:
             }
         )
     if "margin_ci" in only:
-        pairs = {int(specs["full"]["training"]["seed"]): ("full", "text_only")}
-        pairs.update({s: (f"full_seed{s}", f"text_only_seed{s}") for s in seeds})
-        pairs = {s: p for s, p in pairs.items() if all((MODELS / m / "config.json").is_file() for m in p)}
-        if pairs:
-            logger.info("==> the graph encoder's margin on rare codes, paired bootstrap over dev notes")
-            results["kg_margin_bootstrap"] = kg_margin_bootstrap(pairs)
+        base_seed = int(specs["full"]["training"]["seed"])
+        on_disk = [n for n in specs if (MODELS / n / "config.json").is_file()]
+        for key, first, second in (
+            ("kg_margin_bootstrap", "full", "text_only"),
+            ("kg_total_margin_bootstrap", "full", "no_kg"),
+            ("kg_names_margin_bootstrap", "text_only", "no_kg"),
+        ):
+            pairs = _seed_pairs(on_disk, base_seed, first, second)
+            if pairs:
+                logger.info("==> %s - %s on rare codes, paired bootstrap over dev notes", first, second)
+                results[key] = kg_margin_bootstrap(pairs, what=f"{first} - {second}")
     if "tfidf" in only:
         logger.info("==> TF-IDF + one-vs-rest logistic regression")
         ablation["tfidf_lr"] = {"dev": tfidf_baseline(kg)}
@@ -881,6 +920,14 @@ def main() -> None:
     results["training_seconds_full"] = (ablation.get("full") or {}).get("training_seconds")
     results["table"] = summary_table(ablation)
     results["kg_margin"] = kg_margin(ablation, int(specs["full"]["training"]["seed"]))
+    notes = {
+        "kg_total_margin": "full - no_kg (text-only with titles only: no KG names, structure or relations)",
+        "kg_names_margin": "text_only - no_kg (what the KG's names and hierarchy text add alone)",
+    }
+    for key, first in (("kg_total_margin", "full"), ("kg_names_margin", "text_only")):
+        if "no_kg" in ablation:
+            seed = int(specs["full"]["training"]["seed"])
+            results[key] = kg_margin(ablation, seed, first, "no_kg", notes[key] + " on CodiEsp dev")
     results["kg_attribution"] = kg_attribution(ablation, int(specs["full"]["training"]["seed"]))
     if "full" in ablation:
         results["buckets_full"] = ablation["full"]["dev"].get("buckets")

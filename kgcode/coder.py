@@ -298,6 +298,7 @@ def code_text_vectors(
     encoder: TextEncoder,
     cache_dir: str | os.PathLike[str] | None,
     *,
+    titles_only: bool = False,
     show_progress_bar: bool | None = None,
 ) -> Tensor:
     """Embeddings of :func:`kg.texts.node_text` for ``ids``, cached per code system.
@@ -313,6 +314,8 @@ def code_text_vectors(
         encoder: the (frozen) text encoder.
         cache_dir: the :class:`~text_encoder.cache.EmbeddingCache` folder; ``None`` computes without
             caching (only ``ids`` are embedded then).
+        titles_only: each node's own title only (no synonyms, no parents' titles: the no-KG
+            ablation of ``CoderConfig.code_names``), cached under their own key.
         show_progress_bar: passed to the encoder on a cache miss.
 
     Returns:
@@ -325,33 +328,35 @@ def code_text_vectors(
     from text_encoder.cache import EmbeddingCache
 
     out = torch.zeros(len(ids), encoder.dim)
+    recipe: dict[str, Any] = {"max_synonyms": 0, "parents": False} if titles_only else {}
+    suffix = "/title" if titles_only else ""
     by_system: dict[str, list[int]] = {}
     for i, node_id in enumerate(ids):
         by_system.setdefault(node_id.partition(":")[0], []).append(i)
     for system, rows in by_system.items():
         if cache_dir is None:
-            sys_ids, texts = node_texts(kg, [ids[i] for i in rows])
+            sys_ids, texts = node_texts(kg, [ids[i] for i in rows], **recipe)
             keep = [j for j, t in enumerate(texts) if t]
             if keep:
                 vecs = encoder.encode([texts[j] for j in keep], show_progress_bar=show_progress_bar).float()
                 out[torch.tensor([rows[j] for j in keep])] = vecs.cpu()
             continue
         all_ids = sorted(n for n, d in kg.graph._node.items() if d.get("system") == system)
-        all_ids, texts = node_texts(kg, all_ids)
+        all_ids, texts = node_texts(kg, all_ids, **recipe)
         keep = [j for j, t in enumerate(texts) if t]
         if not keep:
             continue
         kept_ids = [all_ids[j] for j in keep]
         kept_texts = [texts[j] for j in keep]
         cache = EmbeddingCache(cache_dir)
-        parts = texts_key_parts(kg, kind=f"node_text/{system}")
+        parts = texts_key_parts(kg, kind=f"node_text/{system}{suffix}")
         vecs = cache.load(cache.key(parts, kept_texts, encoder), kept_ids)
         wanted = sorted({ids[i] for i in rows} & set(kept_ids))
         if vecs is None and len(wanted) < len(kept_ids) // 2:
             # a few codes of a big system (a restricted label set): embed only those
             pos = {n: j for j, n in enumerate(kept_ids)}
             kept_ids, kept_texts = wanted, [kept_texts[pos[n]] for n in wanted]
-            parts = texts_key_parts(kg, kind=f"node_text/{system}/subset")
+            parts = texts_key_parts(kg, kind=f"node_text/{system}{suffix}/subset")
         if vecs is None:
             vecs = cache.get_or_compute(
                 parts, kept_ids, kept_texts, encoder, batch_size=128, show_progress_bar=show_progress_bar
@@ -725,6 +730,8 @@ INFERENCE_DTYPES = ("auto", "fp32", "bf16", "int8")
 
 #: Where the note encoder runs at inference: torch, or ONNX Runtime (``pip install 'kgcode[onnx]'``).
 INFERENCE_BACKENDS = ("torch", "onnx")
+#: the values of :attr:`CoderConfig.code_names`
+CODE_NAMES = ("kg", "title")
 
 
 def resolve_inference_backend(backend: str | None, dtype: str | None) -> tuple[str, str]:
@@ -823,6 +830,11 @@ class CoderConfig:
         fusion_kwargs: its constructor arguments (dimensions are filled in).
         label_system: the code system of the labels.
         label_kinds: node kinds that are labels.
+        code_names: which of the KG's names describe a code: ``"kg"`` (its title, inclusion terms and
+            DO / Mondo synonyms, and its parents' titles in the code text) or ``"title"`` (its own
+            title only, in the code text and the dictionary; training then also leaves out the
+            KG's hierarchy and Excludes notes: no neighbour negatives, guidelines of the gold
+            codes' titles only). ``"title"`` is the no-KG ablation; it needs ``gnn: null``.
         label_scope: ``"all"`` (every code of ``label_system`` / ``label_kinds``) or ``"data"``
             (the gold codes of the training and dev notes with their parents, siblings and
             children: a much smaller label set, for demos and quick runs).
@@ -859,6 +871,9 @@ class CoderConfig:
             reranker (:mod:`fusion.rerank`; used only by a coder trained with one).
         rerank_unseen_candidates: more candidates among the codes without training notes, from
             the zero-shot cosine and from the dictionary match, this many each.
+        rerank_rare_candidates: more candidates among the codes with 1 to 5 training notes, by the
+            coder's score (0: none; the benchmarked configuration keeps 0: on CodiEsp dev the
+            pool of 40 was within noise, see ``bench/bench_rerank_probe.py``).
         reranked_unseen_bias: logit offset of the codes without training notes after the
             reranker (tuned on dev like ``unseen_bias``: the trees learn from folds in which
             "unseen" codes are rarer than in new notes).
@@ -877,6 +892,7 @@ class CoderConfig:
     label_system: str = "ICD10CM"
     label_kinds: list[str] = field(default_factory=lambda: ["category", "code", "extension"])
     label_scope: str = "all"
+    code_names: str = "kg"
     graph_systems: list[str] | None = None
     max_note_chars: int = MAX_NOTE_CHARS
     max_segments: int = 256
@@ -895,6 +911,7 @@ class CoderConfig:
     lexical_prior: float = 0.2
     rerank_candidates: int = 60
     rerank_unseen_candidates: int = 20
+    rerank_rare_candidates: int = 0
     reranked_unseen_bias: float = 0.0
     rerank_relations: bool = True
 
@@ -964,6 +981,10 @@ class Coder(nn.Module):
             raise ValueError("a coder needs at least one label")
         # a bad name fails here, not at predict time
         resolve_inference_backend(config.inference_backend, config.inference_dtype)
+        if config.code_names not in CODE_NAMES:
+            raise ValueError(f"code_names={config.code_names!r}: expected one of {', '.join(CODE_NAMES)}")
+        if config.code_names == "title" and config.gnn is not None:
+            raise ValueError("code_names='title' describes codes without the KG: it needs gnn: null")
         self.config = config
         self.labels = list(labels)
         self.label_row = {c: i for i, c in enumerate(self.labels)}
@@ -1069,7 +1090,9 @@ class Coder(nn.Module):
             from kg.texts import node_names
 
             t0 = time.perf_counter()
-            lexicon = Lexicon([node_names(kg, c) if c in nodes else [] for c in labels])
+            # "title": max_synonyms=0 keeps each code's own title only
+            most = 0 if config.code_names == "title" else None
+            lexicon = Lexicon([node_names(kg, c, max_synonyms=most) if c in nodes else [] for c in labels])
             logger.info(
                 "lexicon: %d names of %d labels in %.1f s",
                 lexicon.num_names,
@@ -1134,7 +1157,12 @@ class Coder(nn.Module):
             self._text = gi.x[gi.label_nodes]
         else:
             self._text = code_text_vectors(
-                kg, self.labels, self.encoder, cache_dir, show_progress_bar=show_progress_bar
+                kg,
+                self.labels,
+                self.encoder,
+                cache_dir,
+                titles_only=self.config.code_names == "title",
+                show_progress_bar=show_progress_bar,
             )
         logger.info("coder resources ready in %.1f s", time.perf_counter() - start)
         return self
@@ -1516,6 +1544,7 @@ class Coder(nn.Module):
             self.label_table,
             top_k=int(self.config.rerank_candidates),
             unseen_k=int(self.config.rerank_unseen_candidates),
+            rare_k=int(self.config.rerank_rare_candidates),
             relations=self.reranker_relations,
         )
         out = rerank_logits(logits, candidates, self.reranker)

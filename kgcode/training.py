@@ -965,6 +965,7 @@ class Prepared:
         encoder_config: the text encoder every tensor here comes from.
         sources: where the notes came from (for the model card).
         operators: the propagation operators of ``graph.propagated``.
+        code_names: the ``CoderConfig.code_names`` the code texts, neighbours and guidelines follow.
     """
 
     kg: Any
@@ -981,6 +982,7 @@ class Prepared:
     encoder_config: dict[str, Any]
     sources: dict[str, str]
     operators: Any = None
+    code_names: str = "kg"
 
 
 def _load_kg(kg: Any) -> Any:
@@ -1075,9 +1077,13 @@ def prepare(
         "encoded %d train and %d dev notes in %.1f s", len(enc_train), len(enc_dev), time.perf_counter() - t0
     )
     t0 = time.perf_counter()
-    neighbours = _label_neighbours(kg, probe.labels, probe.label_row)
+    titles_only = cfg.code_names == "title"
+    if titles_only:  # the no-KG ablation: no hierarchy or Excludes neighbours
+        neighbours = _Neighbours([[] for _ in probe.labels], [[] for _ in probe.labels])
+    else:
+        neighbours = _label_neighbours(kg, probe.labels, probe.label_row)
     hard = _zero_shot_top(probe, enc_train, tcfg.hard_pool)
-    guides = _guidelines(probe, kg, enc_train)
+    guides = _guidelines(probe, kg, enc_train, parents=not titles_only)
     logger.info("neighbours, zero-shot hard negatives and guidelines in %.1f s", time.perf_counter() - t0)
     operators = probe.graph.operators if isinstance(probe.graph, RelationalSIGN) else None
     return Prepared(
@@ -1098,6 +1104,7 @@ def prepare(
             "dev": str(dev_path) if dev_path else "<notes>",
         },
         operators=operators,
+        code_names=cfg.code_names,
     )
 
 
@@ -1170,6 +1177,11 @@ def train(
     coder = Coder.from_kg(cfg, kg, train_counts=prepared.counts, labels=prepared.labels)
     if coder.encoder.get_config() != prepared.encoder_config:
         raise ValueError("prepared data come from another text encoder than this config's")
+    if cfg.code_names != prepared.code_names:
+        raise ValueError(
+            f"prepared data describe codes by their {prepared.code_names!r} names, this config by "
+            f"{cfg.code_names!r}: prepare with this config"
+        )
     graph = prepared.graph if coder.graph is not None else None
     if coder.graph is not None and graph is None:
         raise ValueError("prepared data have no graph inputs (a text-only config): prepare with this config")
@@ -1557,6 +1569,7 @@ def candidate_rows(
             coder.label_table,
             top_k=int(coder.config.rerank_candidates),
             unseen_k=int(coder.config.rerank_unseen_candidates),
+            rare_k=int(coder.config.rerank_rare_candidates),
             relations=relations,
         )
         for (rows, feats), gold in zip(cands, encoded.gold[start : start + batch_size], strict=True):
@@ -1728,6 +1741,7 @@ def fit_reranker(
             "min_leaf": tcfg.rerank_min_leaf,
             "candidates": coder.config.rerank_candidates,
             "unseen_candidates": coder.config.rerank_unseen_candidates,
+            "rare_candidates": coder.config.rerank_rare_candidates,
         },
         "trained_on": "training notes, cross-fitted",
         "relation_features": bool(cfg.rerank_relations),
@@ -1759,14 +1773,16 @@ def _other_reranker_metrics(
     }
 
 
-def _guidelines(coder: Coder, kg: KnowledgeGraph, encoded: EncodedNotes) -> list[Tensor]:
-    """Per training note, its synthetic guideline: gold codes' texts and their parents' texts."""
+def _guidelines(
+    coder: Coder, kg: KnowledgeGraph, encoded: EncodedNotes, *, parents: bool = True
+) -> list[Tensor]:
+    """Per training note, its synthetic guideline: gold codes' texts and (``parents``) their parents'."""
     text = coder.code_text
     graph = kg.graph
     out = []
     for gold in encoded.gold:
         rows = list(gold)
-        for r in gold:
+        for r in gold if parents else ():
             code = coder.labels[r]
             rows.extend(
                 coder.label_row[p]

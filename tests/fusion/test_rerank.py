@@ -294,3 +294,20 @@ def test_candidates_with_relations_append_the_relation_columns(
     np.testing.assert_array_equal(
         feats[:, len(FEATURES) :], relations.features(rows.numpy(), logits[0, rows].numpy())
     )
+
+
+def test_the_rare_pool_adds_the_best_codes_with_few_training_notes(table: LabelTable) -> None:
+    # I10 (7 notes) leads; E11.9 (5 notes) and J18.9 (2 notes) are the rare codes
+    logits = torch.tensor([[0.0, 2.0, -1.0, 3.0, -2.0, -3.0]])
+    zs, cov, rel = torch.zeros(1, 6), torch.zeros(1, 6), torch.zeros(6)
+
+    def rows(**kwargs: int) -> list[int]:
+        ((r, feats),) = candidate_features(logits, zs, cov, rel, table, top_k=1, unseen_k=0, **kwargs)
+        assert feats.shape == (len(r), len(FEATURES))
+        return sorted(r.tolist())
+
+    assert rows() == [3]  # no rare pool by default
+    assert rows(rare_k=1) == [1, 3]  # the best rare code by score, E11.9
+    assert rows(rare_k=5) == [1, 3, 5]  # at most the rare codes there are; never I10 twice
+    assert rows(rare_k=1, rare_max_notes=2) == [3, 5]  # E11.9 has too many notes: J18.9
+    assert rows(rare_k=1, rare_max_notes=0) == [3]  # an empty pool

@@ -372,11 +372,11 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     res.coder.reranker = saved
 
 
-def test_reranker_without_relation_features(kg, tmp_path: Path) -> None:  # noqa: ANN001
+def test_reranker_without_relation_features_and_with_a_rare_pool(kg, tmp_path: Path) -> None:  # noqa: ANN001
     res = train_tiny(
         kg,
         tmp_path,
-        config=tiny_model_config(rerank_relations=False),
+        config=tiny_model_config(rerank_relations=False, rerank_rare_candidates=3),
         training=tiny_training_config(
             epochs=1, pretrain_epochs=0, rerank_folds=2, rerank_trees=5, rerank_min_leaf=2
         ),
@@ -384,12 +384,14 @@ def test_reranker_without_relation_features(kg, tmp_path: Path) -> None:  # noqa
     card = res.coder.card["reranker"]
     assert res.coder.reranker.features == RERANK_FEATURES and res.coder.relations is None
     assert card["relation_features"] is False and card["other_features"]["relation_features"] is True
+    assert card["settings"]["rare_candidates"] == 3  # the rare-code pool is a saved setting
     folder = res.save_to_directory(tmp_path / "coder")
     from safetensors.torch import load_file
 
     assert not any(k.startswith("relations.") for k in load_file(str(folder / "model.safetensors")))
     again = Coder.load(folder)
     assert again.relations is None and again.reranker_relations is None
+    assert again.config.rerank_rare_candidates == 3
     notes = [n.text for n in read_dataset(DEV)[0]]
     assert torch.allclose(again.score_texts(notes), res.coder.score_texts(notes), atol=1e-5)
 
@@ -441,3 +443,44 @@ def test_a_damaged_reranker_names_the_file(kg, tmp_path: Path) -> None:  # noqa:
 def test_rerank_folds_must_be_at_least_two(kg, tmp_path: Path) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="rerank_folds=1"):
         train_tiny(kg, tmp_path, training=tiny_training_config(epochs=1, pretrain_epochs=0, rerank_folds=1))
+
+
+def test_titles_only_config_leaves_the_kg_out_of_the_code_texts(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    from kgcode.training import prepare
+
+    config = tiny_model_config(gnn=None, code_names="title")
+    prepared = prepare(
+        train_path=TRAIN,
+        dev_path=DEV,
+        kg=kg,
+        config=config,
+        training=tiny_training_config(),
+        cache_dir=tmp_path,
+    )
+    assert prepared.code_names == "title"
+    assert not any(prepared.neighbours.near) and not any(prepared.neighbours.excludes)
+    # guidelines hold the gold codes' texts only (no parents)
+    assert [len(g) for g in prepared.guides] == [len(set(gold)) for gold in prepared.enc_train.gold]
+    res = train(
+        config=config, training=tiny_training_config(epochs=1), prepared=prepared, show_progress_bar=False
+    )
+    coder = res.coder
+    nodes = kg.graph._node
+    with_terms = [r for r, c in enumerate(coder.labels) if nodes[c].get("synonyms")]
+    assert with_terms  # the fixture has codes with synonyms / inclusion terms
+    for r in range(len(coder.labels)):
+        assert coder.lexicon.names[r] == [nodes[coder.labels[r]]["title"]]
+    r = with_terms[0]
+    expected = coder.encoder.encode([nodes[coder.labels[r]]["title"]])[0]
+    assert torch.allclose(coder.code_text[r], expected, atol=1e-5)
+    assert res.metrics["map"] > 0
+    # the same prepared data cannot train a coder that describes codes by the KG's names
+    with pytest.raises(ValueError, match="prepared data describe codes by their 'title' names"):
+        train(config=tiny_model_config(gnn=None), training=tiny_training_config(), prepared=prepared)
+
+
+def test_code_names_are_checked(kg) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="code_names='synonyms': expected one of kg, title"):
+        Coder.from_kg(CoderConfig.from_dict(tiny_model_config(code_names="synonyms")), kg)
+    with pytest.raises(ValueError, match="it needs gnn: null"):
+        Coder.from_kg(CoderConfig.from_dict(tiny_model_config(code_names="title")), kg)
