@@ -417,10 +417,11 @@ def candidate_features(
         hide = table.seen.unsqueeze(0)
         parts.append(zero_shot.masked_fill(hide, -1e9).topk(unseen_k, dim=1).indices)
         parts.append((coverage + 0.01 * zero_shot).masked_fill(hide, -1e9).topk(unseen_k, dim=1).indices)
-    rare = table.seen & (table.log_train_notes < math.log1p(rare_max_notes + 0.5))  # counts are whole
-    rare_k = min(int(rare_k), int(rare.sum()))
     if rare_k > 0:
-        parts.append(logits.masked_fill(~rare.unsqueeze(0), -torch.inf).topk(rare_k, dim=1).indices)
+        rare = table.seen & (table.log_train_notes < math.log1p(rare_max_notes + 0.5))  # counts are whole
+        rare_k = min(int(rare_k), int(rare.sum()))
+        if rare_k > 0:
+            parts.append(logits.masked_fill(~rare.unsqueeze(0), -torch.inf).topk(rare_k, dim=1).indices)
     cat_l = _category_max(logits, table, -1e9)
     cat_z = _category_max(zero_shot, table, -1e9)
     cat_c = _category_max(coverage, table, 0.0)
