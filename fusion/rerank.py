@@ -197,7 +197,6 @@ class RelationTable:
             raise ValueError("relation table: target groups of different sizes")
         self.log_xrefs = np.log1p(self.xrefs)
         self.log_gem_links = np.log1p(np.diff(self.gem[0]).astype(np.float32))
-        self._linked: dict[str, dict[int, frozenset[int]]] = {g: {} for g in RELATION_GROUPS}
 
     @classmethod
     def build(
@@ -255,21 +254,27 @@ class RelationTable:
             np.array([float(xrefs.get(c, 0)) for c in labels], dtype=np.float32),
         )
 
-    def _ancestors_of(self, row: int) -> np.ndarray:
-        ptr, idx = self.ancestors
-        return idx[ptr[row] : ptr[row + 1]]
+    @staticmethod
+    def _expand(ptr: np.ndarray, idx: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The CSR lists of ``keys``, flattened: ``(position in keys, list item)`` pairs."""
+        starts, counts = ptr[keys], ptr[keys + 1] - ptr[keys]
+        owner = np.repeat(np.arange(len(keys)), counts)
+        offset = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return owner, idx[np.repeat(starts, counts) + offset]
 
-    def _named_by(self, group: str, row: int) -> frozenset[int]:
-        """Nodes named by the ``group`` notes of a label and of its ancestors (cached)."""
-        cache = self._linked[group]
-        out = cache.get(row)
-        if out is None:
-            ptr, idx = self.targets[group]
-            out = frozenset(
-                int(t) for a in self._ancestors_of(row) for t in idx[ptr[a] : ptr[a + 1]]
-            )
-            cache[row] = out
-        return out
+    @staticmethod
+    def _join(
+        left_key: np.ndarray, left: np.ndarray, right_key: np.ndarray, right: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(left[a], right[b])`` for every ``a``, ``b`` with ``left_key[a] == right_key[b]``.
+
+        ``right_key`` must be sorted.
+        """
+        lo = np.searchsorted(right_key, left_key, side="left")
+        counts = np.searchsorted(right_key, left_key, side="right") - lo
+        a = np.repeat(np.arange(len(left_key)), counts)
+        offset = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return left[a], right[np.repeat(lo, counts) + offset]
 
     def features(self, rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """:data:`RELATION_FEATURES` of one note's candidates.
@@ -288,31 +293,25 @@ class RelationTable:
         score = np.asarray(logits, dtype=np.float32)
         k = len(rows)
         out = np.full((k, len(RELATION_FEATURES)), NO_LINK, dtype=np.float32)
-        under: dict[int, list[int]] = {}  # node -> candidates at or below it
-        for j, r in enumerate(rows.tolist()):
-            for a in self._ancestors_of(r).tolist():
-                under.setdefault(a, []).append(j)
-        present = frozenset(under)
 
-        def gaps(col: int, pairs: list[tuple[int, int]]) -> None:
-            if pairs:
-                ij = np.asarray(pairs, dtype=np.int64)
-                ij = ij[ij[:, 0] != ij[:, 1]]
-                np.maximum.at(out[:, col], ij[:, 0], score[ij[:, 1]] - score[ij[:, 0]])
+        def gaps(col: int, i: np.ndarray, j: np.ndarray) -> None:
+            keep = i != j
+            np.maximum.at(out[:, col], i[keep], score[j[keep]] - score[i[keep]])
 
+        # (candidate, node at or above it): a note on a node holds for every candidate below it
+        anc_cand, anc_node = self._expand(*self.ancestors, rows)
+        order = np.argsort(anc_node, kind="stable")
+        by_node, cand_by_node = anc_node[order], anc_cand[order]
         for col, group in enumerate(RELATION_GROUPS):
-            pairs = []
-            for i, r in enumerate(rows.tolist()):
-                for t in self._named_by(group, r) & present:
-                    for j in under[t]:
-                        pairs += ((i, j), (j, i))  # the link holds both ways
-            gaps(col, pairs)
-        gptr, gidx = self.gem
-        by_icd9: dict[int, list[int]] = {}
-        for j, r in enumerate(rows.tolist()):
-            for t in gidx[gptr[r] : gptr[r + 1]].tolist():
-                by_icd9.setdefault(t, []).append(j)
-        gaps(len(RELATION_GROUPS), [(i, j) for js in by_icd9.values() if len(js) > 1 for i in js for j in js])
+            # (candidate i, node its notes or its ancestors' notes name), then every candidate j
+            # at or below that node; the link holds both ways
+            owner, named = self._expand(*self.targets[group], anc_node)
+            i, j = self._join(named, anc_cand[owner], by_node, cand_by_node)
+            gaps(col, np.concatenate([i, j]), np.concatenate([j, i]))
+        gem_cand, gem_code = self._expand(*self.gem, rows)
+        order = np.argsort(gem_code, kind="stable")
+        i, j = self._join(gem_code, gem_cand, gem_code[order], gem_cand[order])
+        gaps(len(RELATION_GROUPS), i, j)
         out[:, len(RELATION_GROUPS) + 1] = self.log_xrefs[rows]
         out[:, len(RELATION_GROUPS) + 2] = self.log_gem_links[rows]
         return out
