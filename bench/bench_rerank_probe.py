@@ -1,4 +1,4 @@
-"""Probe: does a pool of rare-code candidates let the KG's rare-code advantage through the reranker?
+"""Probe: reranker candidate pools on dev (rare codes; unseen codes by their best name).
 
 Before the candidate reranker, the coder with the graph encoder ranks codes with 1-5 training
 notes better than the text-only coder at deep ranks (CodiEsp dev: 78 % of their gold mentions
@@ -10,7 +10,13 @@ cross-fitted on dev itself (5 folds of notes; the models' own trees were fitted 
 *training* notes, which would need every fold model retrained). Only the pools change between
 rows, so the differences, not the levels, are the result. A probe for design decisions, on dev.
 
-Run: ``.venv/bin/python bench/bench_rerank_probe.py [--rare 0,40,80]`` (about 10 minutes on 2 cores).
+Second (``unseen_best_name``): the full models with the unseen-code pool and two more features
+taken from each code's best *name* (each name embedded on its own, see
+``bench/bench_unseen_signals.py``) instead of the joined code text alone, as an offset after the
+trees trades MAP for unseen R@10 (0, 1, 2).
+
+Run: ``.venv/bin/python bench/bench_rerank_probe.py [--rare 0,40,80] [--no-names]`` (about 15 minutes
+on 2 cores).
 Writes ``bench/results/rerank_probe.json``.
 """
 
@@ -26,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 logger = logging.getLogger("bench.rerank_probe")
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,10 +40,17 @@ DATA = Path(os.environ.get("KGCODE_DATA_DIR", ROOT.parent / "shared" / "data")) 
 MODELS = ROOT / ".cache" / "bench-models"
 PAIRS = (("full", "text_only"), ("full_seed14", "text_only_seed14"), ("full_seed15", "text_only_seed15"))
 METRICS = ("map", "micro_f1", "1-5_f1", "1-5_r@10", "unseen_r@10")
+OFFSETS = (0.0, 1.0, 2.0)  # unseen-code offsets of the best-name frontier
 
 
-def dev_candidates(name: str, rare_k: int, relations: Any) -> dict[str, Any]:
-    """A coder's dev candidates without its reranker (features, rows, gold, base scores)."""
+def dev_candidates(name: str, rare_k: int, relations: Any, names: Any = None) -> dict[str, Any]:
+    """A coder's dev candidates without its reranker (features, rows, gold, base scores).
+
+    ``names`` (:func:`bench_unseen_signals.names_each`'s vectors and label rows): the zero-shot
+    signal that picks the unseen candidates becomes the better of the code text's cosine and the
+    best name's, and each candidate gets two more columns (its best-name cosine, and that minus
+    the note's best).
+    """
     from fusion.rerank import candidate_features
     from kgcode import paths
     from kgcode.coder import Coder
@@ -54,9 +68,13 @@ def dev_candidates(name: str, rare_k: int, relations: Any) -> dict[str, Any]:
             segs = enc.segments[start : start + 16]
             lg, _ = coder.score_notes(segs)
             vec, mask = coder.pad_segments(segs)
+            zs = coder.zero_shot_max(vec, mask)
+            if names is not None:
+                best = torch.stack([best_name(seg.vectors, *names, len(coder.labels)) for seg in segs])
+                zs = torch.maximum(zs, best)
             cands = candidate_features(
                 lg,
-                coder.zero_shot_max(vec, mask),
+                zs,
                 coder.lexical_match(segs)[0],
                 reliability,
                 coder.label_table,
@@ -66,6 +84,9 @@ def dev_candidates(name: str, rare_k: int, relations: Any) -> dict[str, Any]:
                 relations=relations,
             )
             for i, (r, x) in enumerate(cands):
+                if names is not None:
+                    extra = torch.stack([best[i, r], best[i, r] - best[i].max()], dim=1).numpy()
+                    x = np.hstack([x, extra.astype(np.float32)])
                 rows.append(r.numpy())
                 xs.append(x)
                 logits.append(lg[i].numpy())
@@ -73,8 +94,26 @@ def dev_candidates(name: str, rare_k: int, relations: Any) -> dict[str, Any]:
             "train_counts": np.asarray(coder.train_counts), "relations": coder.config.rerank_relations}
 
 
-def dev_cv(d: dict[str, Any], columns: int, *, folds: int = 5, seed: int = 13) -> dict[str, float]:
-    """Trees cross-fitted over dev notes (the benchmarked tree settings); dev metrics of the result."""
+def best_name(sentences: torch.Tensor, vectors: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Each label's best cosine between a note's sentences and one of its names.
+
+    Shapes:
+        sentences: ``(s, dim)``; vectors: ``(n_names, dim)`` normalised; owner: ``(n_names,)``;
+        output: ``(n,)``.
+    """
+    per_name = (F.normalize(sentences.float(), dim=-1) @ vectors.T).amax(0)
+    return torch.full((n,), -1.0).scatter_reduce(0, owner, per_name, "amax")
+
+
+def dev_cv(
+    d: dict[str, Any], columns: int | list[int], *, folds: int = 5, seed: int = 13, offset: float = 0.0
+) -> dict[str, float]:
+    """Trees cross-fitted over dev notes (the benchmarked tree settings); dev metrics of the result.
+
+    ``columns``: the first ``columns`` features, or these feature columns; ``offset``: added to
+    the final logits of the codes without training notes.
+    """
+    columns = list(range(columns)) if isinstance(columns, int) else columns
     from fusion.rerank import TreeEnsemble
     from kgcode.metrics import evaluate, tune_threshold
 
@@ -85,14 +124,14 @@ def dev_cv(d: dict[str, Any], columns: int, *, folds: int = 5, seed: int = 13) -
     for f in range(folds):
         train = [i for i in range(n) if fold[i] != f]
         trees = TreeEnsemble.fit(
-            np.concatenate([d["x"][i][:, :columns] for i in train]),
+            np.concatenate([d["x"][i][:, columns] for i in train]),
             np.concatenate([ys[i] for i in train]),
-            features=tuple(f"f{j}" for j in range(columns)),
+            features=tuple(f"f{j}" for j in columns),
             max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, seed=seed,
         )
         for i in range(n):
             if fold[i] == f:
-                scores[i] = trees.decision_function(d["x"][i][:, :columns])
+                scores[i] = trees.decision_function(d["x"][i][:, columns])
     logits = d["logits"].copy()
     gold = np.zeros(logits.shape, dtype=bool)
     for i in range(n):
@@ -101,6 +140,7 @@ def dev_cv(d: dict[str, Any], columns: int, *, folds: int = 5, seed: int = 13) -
         logits[i] = logits[i] - logits[i, rest].max() + (scores[i].min() - 1.0)
         logits[i, d["rows"][i]] = scores[i]
         gold[i, list(d["gold"][i])] = True
+    logits = logits + offset * (d["train_counts"] == 0)
     probs = 1.0 / (1.0 + np.exp(-logits))
     threshold, _ = tune_threshold(probs, gold)
     m = evaluate(probs, gold, threshold=threshold, train_counts=d["train_counts"])
@@ -110,11 +150,41 @@ def dev_cv(d: dict[str, Any], columns: int, *, folds: int = 5, seed: int = 13) -
             "candidates_per_note": float(np.mean([len(r) for r in d["rows"]]))}
 
 
+def best_name_frontier(models: list[str], kg: Any, relations: Any) -> dict[str, Any]:
+    """The full models' dev-CV frontier with the unseen pool and two features from the best name.
+
+    Returns:
+        Per model and code side (``code_text``: as trained; ``best_name``: see
+        :func:`dev_candidates`), MAP, micro-F1 and unseen R@10 at each offset of :data:`OFFSETS`.
+    """
+    from bench_unseen_signals import names_each
+
+    from fusion.rerank import FEATURES, RELATION_FEATURES
+    from kgcode import paths
+    from kgcode.coder import Coder
+
+    names = names_each(kg, Coder.load(MODELS / models[0]), paths.cache_dir() / "embeddings")
+    out: dict[str, Any] = {"offsets": list(OFFSETS), "note": "unseen offset added after the dev-CV trees"}
+    base = list(range(len(FEATURES) + len(RELATION_FEATURES)))
+    for name in models:
+        for side, given in (("code_text", None), ("best_name", names)):
+            d = dev_candidates(name, 0, relations, given)
+            width = d["x"][0].shape[1]
+            cols = base + ([width - 2, width - 1] if given is not None else [])
+            out[f"{name}/{side}"] = {
+                str(o): {k: round(v, 4) for k, v in dev_cv(d, cols, offset=o).items() if k in METRICS}
+                for o in OFFSETS
+            }
+            logger.info("%s %s: %s", name, side, out[f"{name}/{side}"])
+    return out
+
+
 def main() -> int:
     """Dev-CV of each model with each rare pool; the full - text-only margins; write the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rare", default="0,40,80", help="rare pool sizes, comma-separated")
+    ap.add_argument("--no-names", action="store_true", help="skip the best-name unseen-code pool")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rerank_probe.json")
     args = ap.parse_args()
     pairs = [p for p in PAIRS if all((MODELS / m / "config.json").is_file() for m in p)]
@@ -155,6 +225,8 @@ def main() -> int:
             for k in METRICS
         }
     result["margin_full_minus_text_only"] = margins
+    if not args.no_names:
+        result["unseen_best_name"] = best_name_frontier([f for f, _ in pairs], kg, relations)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
