@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 logger = logging.getLogger("bench.rerank_probe")
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +69,8 @@ def dev_candidates(name: str, rare_k: int, relations: Any, names: Any = None) ->
             vec, mask = coder.pad_segments(segs)
             zs = coder.zero_shot_max(vec, mask)
             if names is not None:
+                from bench_unseen_signals import best_name
+
                 best = torch.stack([best_name(seg.vectors, *names, len(coder.labels)) for seg in segs])
                 zs = torch.maximum(zs, best)
             cands = candidate_features(
@@ -92,17 +93,6 @@ def dev_candidates(name: str, rare_k: int, relations: Any, names: Any = None) ->
                 logits.append(lg[i].numpy())
     return {"rows": rows, "x": xs, "logits": np.stack(logits), "gold": enc.gold,
             "train_counts": np.asarray(coder.train_counts), "relations": coder.config.rerank_relations}
-
-
-def best_name(sentences: torch.Tensor, vectors: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
-    """Each label's best cosine between a note's sentences and one of its names.
-
-    Shapes:
-        sentences: ``(s, dim)``; vectors: ``(n_names, dim)`` normalised; owner: ``(n_names,)``;
-        output: ``(n,)``.
-    """
-    per_name = (F.normalize(sentences.float(), dim=-1) @ vectors.T).amax(0)
-    return torch.full((n,), -1.0).scatter_reduce(0, owner, per_name, "amax")
 
 
 def dev_cv(

@@ -103,6 +103,20 @@ def names_each(kg: Any, coder: Any, cache_dir: Path) -> tuple[torch.Tensor, torc
     return vectors[torch.tensor([where[t] for t in texts])], torch.tensor(owner)
 
 
+def best_name(sentences: torch.Tensor, vectors: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Each label's best cosine between a note's sentences and one of its names (-1: no sentence).
+
+    Shapes:
+        sentences: ``(s, dim)``; vectors: ``(n_names, dim)`` normalised; owner: ``(n_names,)``;
+        output: ``(n,)``.
+    """
+    out = torch.full((n,), -1.0)
+    if not len(sentences):
+        return out
+    per_name = (F.normalize(sentences.float(), dim=-1) @ vectors.T).amax(0)
+    return out.scatter_reduce(0, owner, per_name, "amax")
+
+
 def main() -> int:
     """Rank the unseen gold mentions of dev under each signal; write the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -137,10 +151,6 @@ def main() -> int:
             return torch.full((len(coder.labels),), -1.0)
         return (F.normalize(vectors.float(), dim=-1) @ (bank if codes is None else codes).T).amax(0)
 
-    def best_name(vectors: torch.Tensor) -> torch.Tensor:
-        per_name = cosine(vectors, name_vectors)
-        return torch.full((len(coder.labels),), -1.0).scatter_reduce(0, name_owner, per_name, "amax")
-
     ranks: dict[str, list[int]] = {k: [] for k in ("final", "sentence", "dictionary", "chunks_encoded",
                                                    "chunks_pooled", "sentence_or_chunks_encoded",
                                                    "sentence_titles", "sentence_names_each")}
@@ -167,7 +177,7 @@ def main() -> int:
             "chunks_pooled": cosine(pooled),
             "sentence_or_chunks_encoded": torch.maximum(sentence, cosine(encoded)),
             "sentence_titles": cosine(seg.vectors, titles),
-            "sentence_names_each": best_name(seg.vectors),
+            "sentence_names_each": best_name(seg.vectors, name_vectors, name_owner, len(coder.labels)),
         }
         for name in top10_all:
             score = signals[name]

@@ -255,26 +255,29 @@ class RelationTable:
         )
 
     @staticmethod
-    def _expand(ptr: np.ndarray, idx: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The CSR lists of ``keys``, flattened: ``(position in keys, list item)`` pairs."""
-        starts, counts = ptr[keys], ptr[keys + 1] - ptr[keys]
-        owner = np.repeat(np.arange(len(keys)), counts)
+    def _ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``starts[a], starts[a] + 1, ..., starts[a] + counts[a] - 1`` for every ``a``, with ``a``."""
+        owner = np.repeat(np.arange(len(starts)), counts)
         offset = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        return owner, idx[np.repeat(starts, counts) + offset]
+        return owner, np.repeat(starts, counts) + offset
 
-    @staticmethod
+    @classmethod
+    def _expand(cls, ptr: np.ndarray, idx: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The CSR lists of ``keys``, flattened: ``(position in keys, list item)`` pairs."""
+        owner, at = cls._ranges(ptr[keys], ptr[keys + 1] - ptr[keys])
+        return owner, idx[at]
+
+    @classmethod
     def _join(
-        left_key: np.ndarray, left: np.ndarray, right_key: np.ndarray, right: np.ndarray
+        cls, left_key: np.ndarray, left: np.ndarray, right_key: np.ndarray, right: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(left[a], right[b])`` for every ``a``, ``b`` with ``left_key[a] == right_key[b]``.
 
         ``right_key`` must be sorted.
         """
         lo = np.searchsorted(right_key, left_key, side="left")
-        counts = np.searchsorted(right_key, left_key, side="right") - lo
-        a = np.repeat(np.arange(len(left_key)), counts)
-        offset = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        return left[a], right[np.repeat(lo, counts) + offset]
+        a, at = cls._ranges(lo, np.searchsorted(right_key, left_key, side="right") - lo)
+        return left[a], right[at]
 
     def features(self, rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """:data:`RELATION_FEATURES` of one note's candidates.
