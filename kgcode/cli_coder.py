@@ -91,19 +91,17 @@ def _load_coder(
         _fail(str(err).splitlines()[0])
     except (OSError, ValueError) as err:
         _fail(f"cannot load the coder in {model}: {str(err).splitlines()[0]}")
-    problem = apply_inference_options(coder, dtype, backend)
+    problem = apply_inference_options(coder, dtype, backend, unseen_offset)
     if problem:
         _fail(problem)
-    if unseen_offset is not None:
-        try:
-            coder.set_unseen_offset(unseen_offset)
-        except ValueError as err:
-            _fail(f"--unseen-offset: {err}")
     return coder
 
 
-def apply_inference_options(coder: Any, dtype: str | None, backend: str | None) -> str | None:
-    """Apply ``--dtype`` / ``--backend`` to a loaded coder, or check the model's own settings.
+def apply_inference_options(
+    coder: Any, dtype: str | None, backend: str | None, unseen_offset: float | None = None
+) -> str | None:
+    """Apply ``--dtype`` / ``--backend`` to a loaded coder, or check the model's own settings, and
+    ``--unseen-offset`` when given.
 
     Either way the note encoder the coder will run is set up now (the int8 copy, the ONNX Runtime
     session), so a setting this machine cannot run fails before the first note.
@@ -111,6 +109,11 @@ def apply_inference_options(coder: Any, dtype: str | None, backend: str | None) 
     Returns:
         ``None``, or a one-line message naming the options (or the model's config) and the problem.
     """
+    if unseen_offset is not None:
+        try:
+            coder.set_unseen_offset(unseen_offset)
+        except ValueError as err:
+            return f"--unseen-offset: {err}"
     try:
         coder.set_inference(dtype or coder.config.inference_dtype, backend or coder.config.inference_backend)
     except ValueError as err:

@@ -60,14 +60,9 @@ def serve_command(
     coder, error = (None, "no --model given") if model_dir is None else load_coder(model_dir)
     if model_dir is not None and coder is None:
         click.echo(f"kgcode: warning: {error}; serving without a model", err=True)
-    problem = None if coder is None else apply_inference_options(coder, dtype, backend)
+    problem = None if coder is None else apply_inference_options(coder, dtype, backend, unseen_offset)
     if problem:
         raise click.UsageError(problem)
-    if coder is not None and unseen_offset is not None:
-        try:
-            coder.set_unseen_offset(unseen_offset)
-        except ValueError as err:
-            raise click.UsageError(f"--unseen-offset: {err}") from None
     app = create_app(graph, coder, kg_path=kg_dir or getattr(graph, "path", None), model_path=model_dir,
                      model_error=error, timeout_s=timeout_s, max_batch=max_batch,
                      max_body_bytes=int(max_body_mb * 1_000_000))
