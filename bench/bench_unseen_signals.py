@@ -66,8 +66,14 @@ def pooled_chunks(encoder: Any, sentences: list[str], batch: int = 64) -> torch.
     out = []
     for i in range(0, len(sentences), batch):
         part = sentences[i : i + batch]
-        tok = encoder.tokenizer(part, padding=True, truncation=True, max_length=encoder.max_length,
-                                return_tensors="pt", return_offsets_mapping=True)
+        tok = encoder.tokenizer(
+            part,
+            padding=True,
+            truncation=True,
+            max_length=encoder.max_length,
+            return_tensors="pt",
+            return_offsets_mapping=True,
+        )
         offsets = tok.pop("offset_mapping")
         with torch.inference_mode():
             states = encoder.model(**tok).last_hidden_state.float()
@@ -81,26 +87,15 @@ def pooled_chunks(encoder: Any, sentences: list[str], batch: int = 64) -> torch.
 
 
 def names_each(kg: Any, coder: Any, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every name of every label (title, inclusion terms, synonyms) embedded on its own (cached).
+    """Every name of every label (title, inclusion terms, synonyms) embedded on its own (cached):
+    :func:`kgcode.coder.code_name_vectors`, the code side of ``zero_shot_names``.
 
     Shapes:
         output: ``(n_names, dim)`` L2-normalised vectors and ``(n_names,)`` their label rows.
     """
-    from kg.texts import node_names, texts_key_parts
-    from text_encoder.cache import EmbeddingCache
+    from kgcode.coder import code_name_vectors
 
-    texts, owner = [], []
-    for row, code in enumerate(coder.labels):
-        for name in node_names(kg, code, max_synonyms=8):  # at most the names the code text joins
-            texts.append(name)
-            owner.append(row)
-    unique = sorted(set(texts))
-    where = {t: i for i, t in enumerate(unique)}
-    vectors = EmbeddingCache(cache_dir).get_or_compute(
-        texts_key_parts(kg, kind="node_names/each"), unique, unique, coder.encoder, batch_size=128
-    )
-    vectors = F.normalize(vectors.float(), dim=-1)
-    return vectors[torch.tensor([where[t] for t in texts])], torch.tensor(owner)
+    return code_name_vectors(kg, coder.labels, coder.encoder, cache_dir)
 
 
 def best_name(sentences: torch.Tensor, vectors: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
@@ -151,9 +146,19 @@ def main() -> int:
             return torch.full((len(coder.labels),), -1.0)
         return (F.normalize(vectors.float(), dim=-1) @ (bank if codes is None else codes).T).amax(0)
 
-    ranks: dict[str, list[int]] = {k: [] for k in ("final", "sentence", "dictionary", "chunks_encoded",
-                                                   "chunks_pooled", "sentence_or_chunks_encoded",
-                                                   "sentence_titles", "sentence_names_each")}
+    ranks: dict[str, list[int]] = {
+        k: []
+        for k in (
+            "final",
+            "sentence",
+            "dictionary",
+            "chunks_encoded",
+            "chunks_pooled",
+            "sentence_or_chunks_encoded",
+            "sentence_titles",
+            "sentence_names_each",
+        )
+    }
     # the zero-shot baseline of the issue: unseen gold mentions in the top 10 of *all* codes
     top10_all: dict[str, list[bool]] = {k: [] for k in ("sentence", "sentence_titles", "sentence_names_each")}
     n_chunks, t_encoded, t_pooled = 0, 0.0, 0.0

@@ -966,6 +966,8 @@ class Prepared:
         sources: where the notes came from (for the model card).
         operators: the propagation operators of ``graph.propagated``.
         code_names: the ``CoderConfig.code_names`` the code texts, neighbours and guidelines follow.
+        names: each label name's vector and label row (``CoderConfig.zero_shot_names``; ``None``
+            when prepared without).
     """
 
     kg: Any
@@ -983,6 +985,7 @@ class Prepared:
     sources: dict[str, str]
     operators: Any = None
     code_names: str = "kg"
+    names: tuple[Tensor, Tensor] | None = None
 
 
 def _load_kg(kg: Any) -> Any:
@@ -1105,6 +1108,7 @@ def prepare(
         },
         operators=operators,
         code_names=cfg.code_names,
+        names=probe._names,
     )
 
 
@@ -1199,7 +1203,9 @@ def train(
             None,
             graph.index,
         )
-    coder.attach_tensors(prepared.text, graph)
+    if cfg.zero_shot_names and prepared.names is None:
+        raise ValueError("prepared data have no code names (zero_shot_names off): prepare with this config")
+    coder.attach_tensors(prepared.text, graph, prepared.names if cfg.zero_shot_names else None)
     enc_train, enc_dev = prepared.enc_train, prepared.enc_dev
     neighbours, hard, guides, counts = prepared.neighbours, prepared.hard, prepared.guides, prepared.counts
     tr_report, dv_report = prepared.reports["train"], prepared.reports["dev"]
@@ -1552,9 +1558,7 @@ def candidate_rows(
     from fusion.rerank import candidate_features
 
     xs, ys = [], []
-    reliability = (
-        coder.lexical_reliability() if coder.lexicon is not None else torch.zeros(len(coder.labels))
-    )
+    reliability = coder.lexical_reliability() if coder.lexicon is not None else torch.zeros(len(coder.labels))
     for start in range(0, len(encoded), batch_size):
         segs = encoded.segments[start : start + batch_size]
         logits, _ = coder.score_notes(segs)

@@ -281,6 +281,88 @@ def test_unseen_offset_without_a_reranker_is_the_unseen_bias(coder: Coder) -> No
         coder.config.unseen_bias = 0.0
 
 
+# --------------------------------------------------------------------------- zero-shot code names
+
+
+def test_zero_shot_maximum_reads_each_code_name_on_its_own(coder: Coder, kg) -> None:  # noqa: ANN001
+    from kg.texts import node_names
+
+    names, owner = coder.bank["names"], coder.bank["name_owner"]
+    expected = [n for code in coder.labels for n in node_names(kg, code, max_synonyms=8)]
+    assert len(owner) == len(expected) > len(coder.labels)  # the synonyms are names of their own
+    assert torch.equal(owner, torch.tensor(sorted(owner.tolist())))
+    assert torch.allclose(names.float().norm(dim=-1), torch.ones(len(names)), atol=1e-3)
+    segs = coder.encode_notes([NOTE, "Fracture of the neck of the left femur."])
+    vec, mask = coder.pad_segments(segs)
+    got = coder.zero_shot_max(vec, mask)
+    for i, seg in enumerate(segs):  # pair by pair: a label's best cosine over sentences x its names
+        sent = torch.nn.functional.normalize(seg.vectors.float(), dim=-1)
+        for row in range(len(coder.labels)):
+            mine = names[owner == row].float()
+            want = (sent @ mine.T).max() if len(mine) else torch.tensor(0.0)
+            assert got[i, row] == pytest.approx(float(want), abs=1e-5)
+    text_side = torch.nn.functional.normalize(coder.code_text.float(), dim=-1)
+    joined = (torch.nn.functional.normalize(segs[1].vectors.float(), dim=-1) @ text_side.T).amax(0)
+    assert not torch.allclose(got[1], joined)  # not the joined code text
+
+
+def test_code_names_are_saved_and_checked_on_load(coder: Coder, saved: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    again = Coder.load(saved)
+    assert again.config.zero_shot_names
+    for key in ("names", "name_owner"):
+        assert torch.equal(again.bank[key].float(), coder.bank[key].float())
+    tensors = load_file(str(saved / "model.safetensors"))
+    for damage in ("drop", "owner"):
+        copy = Path(shutil.copytree(saved, tmp_path / damage))
+        bad = dict(tensors)
+        if damage == "drop":
+            del bad["bank.names"]
+        else:
+            bad["bank.name_owner"] = bad["bank.name_owner"] + len(coder.labels)
+        save_file(bad, str(copy / "model.safetensors"))
+        expected = r"model.safetensors: the code names .*\(zero_shot_names: True\)"
+        with pytest.raises(CoderFormatError, match=expected):
+            Coder.load(copy)
+
+
+def test_a_folder_saved_before_the_code_names_reads_the_code_text(
+    kg,
+    coder: Coder,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cfg = CoderConfig.from_dict(tiny_model_config(zero_shot_names=False))
+    plain = Coder.from_kg(cfg, kg, train_counts={"ICD10CM:E11.9": 3})
+    plain.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
+    assert "names" not in plain.bank and plain._zs_key == "zs"
+    folder = plain.save(tmp_path / "plain")
+    config = json.loads((folder / "config.json").read_text())
+    del config["coder"]["zero_shot_names"]  # as written before the option existed
+    (folder / "config.json").write_text(json.dumps(config))
+    old = Coder.load(folder)
+    assert not old.config.zero_shot_names
+    vec, mask = old.pad_segments(old.encode_notes([NOTE]))
+    text_side = old.bank["zs"].float()  # the normalised joined code texts
+    want = (torch.nn.functional.normalize(vec[0][mask[0]].float(), dim=-1) @ text_side.T).amax(0)
+    assert torch.allclose(old.zero_shot_max(vec, mask)[0], want, atol=1e-5)
+
+
+def test_code_names_must_be_attached_and_well_formed(kg, coder: Coder) -> None:  # noqa: ANN001
+    fresh = Coder.from_kg(CoderConfig.from_dict(tiny_model_config()), kg)
+    graph = coder._graph_inputs
+    fresh.attach_tensors(coder.code_text, graph)
+    with pytest.raises(RuntimeError, match="zero_shot_names is on but no code names are attached"):
+        fresh.finalize()
+    names, owner = coder.bank["names"].float(), coder.bank["name_owner"]
+    with pytest.raises(ValueError, match=r"name vectors \(\d+, 32\) with owners \(3,\)"):
+        fresh.attach_tensors(coder.code_text, names=(names, owner[:3]))
+    with pytest.raises(ValueError, match="name owners outside the"):
+        fresh.attach_tensors(coder.code_text, names=(names, owner + len(coder.labels)))
+    fresh.attach_tensors(coder.code_text, graph, names=(names, owner)).finalize()
+    assert torch.equal(fresh.bank["name_owner"], owner)
+
+
 # --------------------------------------------------------------------------- dictionary match
 
 
@@ -336,7 +418,9 @@ def test_lexical_counts_reliability_and_logits(kg, tmp_path: Path) -> None:  # n
 
 
 def test_two_stage_scoring_puts_dictionary_matches_among_the_candidates(kg, tmp_path: Path) -> None:  # noqa: ANN001
-    cfg = CoderConfig.from_dict(tiny_model_config(lexical_weight=50.0, rerank_k=2))
+    # the joined code text as the zero-shot side: each code's best name alone would already put
+    # the named code first without the dictionary term
+    cfg = CoderConfig.from_dict(tiny_model_config(lexical_weight=50.0, rerank_k=2, zero_shot_names=False))
     c = Coder.from_kg(cfg, kg).attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
     segs = c.encode_notes(["Fracture of the neck of the left femur."])
     vec, mask = c.pad_segments(segs)
@@ -403,12 +487,13 @@ def test_int8_routes_notes_through_the_encoders_int8_copy(kg, tmp_path: Path) ->
     c.encoder.quantized = lambda: twin  # type: ignore[method-assign]
     c.set_inference_dtype("int8")
     assert c.runtime_dtype == "int8" and c.note_encoder is twin
-    assert all(v.dtype == torch.float32 for v in c.bank.values())  # scoring stays fp32
+    assert all(v.dtype == torch.float32 for v in c.bank.values() if v.is_floating_point())  # scoring: fp32
+    assert c._zs_key == "names" and c.bank["name_owner"].dtype == torch.int64
     segs = c.encode_notes([NOTE])
     assert torch.equal(segs[0].vectors, twin.encode_segments(NOTE).vectors)
     int8 = c.predict([NOTE], top_k=3, threshold=0.0)[0]
     assert [r["score"] for r in int8] != [r["score"] for r in fp32]
-    # the zero-shot product with every code text runs in int8 too, built once per bank
+    # the zero-shot product with every code name runs in int8 too, built once per bank
     vec, mask = c.pad_segments(segs)
     product = c._zs_int8()
     assert c._zs_int8() is product
@@ -418,7 +503,7 @@ def test_int8_routes_notes_through_the_encoders_int8_copy(kg, tmp_path: Path) ->
     assert (zs_int8 - zs_fp32).abs().max() < 0.05 and not torch.equal(zs_int8, zs_fp32)
     c.set_inference_dtype("int8")
     assert c._zs_int8() is product  # the same bank: reused
-    c.bank = {**c.bank, "zs": c.bank["zs"].clone()}  # a new bank (finalize, load): rebuilt
+    c.bank = {**c.bank, "names": c.bank["names"].clone()}  # a new bank (finalize, load): rebuilt
     assert c._zs_int8() is not product
     with pytest.raises(ValueError, match="expected one of auto, fp32, bf16, int8"):
         c.set_inference_dtype("fp8")
@@ -437,7 +522,9 @@ def test_explicit_bf16_without_native_support_warns(
 
 
 def test_onnx_backend_routes_notes_through_the_encoders_onnx_copy(
-    kg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    kg,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     from kgcode import coder as coder_module
     from text_encoder.hashing import HashingTextEncoder
@@ -461,13 +548,13 @@ def test_onnx_backend_routes_notes_through_the_encoders_onnx_copy(
     assert c.runtime_backend == "onnx" and c.runtime_dtype == "fp32" and c.note_encoder is twin
     assert calls[-1] == (False, tmp_path / "home" / "onnx")
     assert torch.equal(c.encode_notes([NOTE])[0].vectors, twin.encode_segments(NOTE).vectors)
-    # the zero-shot product with every code text runs in ONNX Runtime, fp32, built once per bank
+    # the zero-shot product with every code name runs in ONNX Runtime, fp32, built once per bank
     segs = c.encode_notes([NOTE])
     vec, mask = c.pad_segments(segs)
     zs_onnx = c.zero_shot_max(vec, mask)
     product = c._zs_onnx()
     assert c._zs_onnx() is product
-    c.bank = {**c.bank, "zs": c.bank["zs"].clone()}  # a new bank: rebuilt
+    c.bank = {**c.bank, "names": c.bank["names"].clone()}  # a new bank: rebuilt
     assert c._zs_onnx() is not product
     c.set_inference("fp32", "torch")
     assert torch.allclose(zs_onnx, c.zero_shot_max(vec, mask), atol=1e-5)
@@ -497,7 +584,8 @@ def test_bank_dtype_follows_the_resolved_dtype(kg, tmp_path: Path, monkeypatch: 
         c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config(inference_dtype="auto")), kg)
         c.attach(kg, tmp_path / "emb", show_progress_bar=False).finalize()
         assert c.runtime_dtype == ("bf16" if native else "fp32")
-        assert c.bank["zs"].dtype == expected
+        assert c.bank["zs"].dtype == expected and c.bank["names"].dtype == expected
+        assert c.bank["name_owner"].dtype == torch.int64
 
 
 def test_unknown_dtype_is_refused(kg) -> None:  # noqa: ANN001
@@ -519,5 +607,6 @@ def test_a_bf16_bank_is_widened_where_bf16_is_not_native(
     monkeypatch.setattr(coder_module, "native_bf16", lambda: False)
     again = Coder.load(folder)
     assert again.runtime_dtype == "fp32"
-    assert all(v.dtype == torch.float32 for v in again.bank.values())
+    assert all(v.dtype == torch.float32 for v in again.bank.values() if v.is_floating_point())
+    assert again.bank["name_owner"].dtype == torch.int64
     assert len(again.predict([NOTE], top_k=3, threshold=0.0)[0]) == 3

@@ -445,11 +445,11 @@ def test_rerank_folds_must_be_at_least_two(kg, tmp_path: Path) -> None:  # noqa:
         train_tiny(kg, tmp_path, training=tiny_training_config(epochs=1, pretrain_epochs=0, rerank_folds=1))
 
 
-def test_titles_only_config_leaves_the_kg_out_of_the_code_texts(kg, tmp_path: Path) -> None:  # noqa: ANN001
+def prepare_tiny(kg, tmp_path: Path, config: dict) -> object:  # noqa: ANN001
+    """:func:`kgcode.training.prepare` of the tiny train / dev notes under ``config``."""
     from kgcode.training import prepare
 
-    config = tiny_model_config(gnn=None, code_names="title")
-    prepared = prepare(
+    return prepare(
         train_path=TRAIN,
         dev_path=DEV,
         kg=kg,
@@ -457,6 +457,11 @@ def test_titles_only_config_leaves_the_kg_out_of_the_code_texts(kg, tmp_path: Pa
         training=tiny_training_config(),
         cache_dir=tmp_path,
     )
+
+
+def test_titles_only_config_leaves_the_kg_out_of_the_code_texts(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    config = tiny_model_config(gnn=None, code_names="title")
+    prepared = prepare_tiny(kg, tmp_path, config)
     assert prepared.code_names == "title"
     assert not any(prepared.neighbours.near) and not any(prepared.neighbours.excludes)
     # guidelines hold the gold codes' texts only (no parents)
@@ -473,6 +478,8 @@ def test_titles_only_config_leaves_the_kg_out_of_the_code_texts(kg, tmp_path: Pa
     r = with_terms[0]
     expected = coder.encoder.encode([nodes[coder.labels[r]]["title"]])[0]
     assert torch.allclose(coder.code_text[r], expected, atol=1e-5)
+    # the zero-shot code names are the titles alone too: one name per label
+    assert torch.equal(coder.bank["name_owner"], torch.arange(len(coder.labels)))
     assert res.metrics["map"] > 0
     # the same prepared data cannot train a coder that describes codes by the KG's names
     with pytest.raises(ValueError, match="prepared data describe codes by their 'title' names"):
@@ -484,3 +491,24 @@ def test_code_names_are_checked(kg) -> None:  # noqa: ANN001
         Coder.from_kg(CoderConfig.from_dict(tiny_model_config(code_names="synonyms")), kg)
     with pytest.raises(ValueError, match="it needs gnn: null"):
         Coder.from_kg(CoderConfig.from_dict(tiny_model_config(code_names="title")), kg)
+
+
+def test_prepared_code_names_follow_the_config(kg, tmp_path: Path) -> None:  # noqa: ANN001
+    config = tiny_model_config(gnn=None, zero_shot_names=False)
+    prepared = prepare_tiny(kg, tmp_path, config)
+    assert prepared.names is None
+    plain = train(
+        config=config, training=tiny_training_config(epochs=1, rerank_folds=2), prepared=prepared
+    ).coder
+    assert "names" not in plain.bank and not Coder.load(plain.save(tmp_path / "plain")).config.zero_shot_names
+    with pytest.raises(ValueError, match="prepared data have no code names"):
+        train(config=tiny_model_config(gnn=None), training=tiny_training_config(), prepared=prepared)
+    named = prepare_tiny(kg, tmp_path, tiny_model_config(gnn=None))
+    assert named.names is not None and len(named.names[1]) > len(named.labels)
+    # the reranker's fold coders read the names too: the trained coder's bank holds them
+    coder = train(
+        config=tiny_model_config(gnn=None),
+        training=tiny_training_config(epochs=1, rerank_folds=2),
+        prepared=named,
+    ).coder
+    assert torch.equal(coder.bank["name_owner"], named.names[1])
