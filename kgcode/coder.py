@@ -142,11 +142,12 @@ _C = TypeVar("_C")
 FORMAT = "kgcode-coder"
 #: Version of the saved folder layout written now (2: optional ``lexicon.json``; 3: optional
 #: candidate reranker, ``reranker.*`` arrays in ``model.safetensors``; 4: the reranker may read the
-#: knowledge graph's relations, ``relations.*`` arrays).
-FORMAT_VERSION = 4
+#: knowledge graph's relations, ``relations.*`` arrays; 5: the zero-shot maximum may read each
+#: code's names, ``bank.names`` / ``bank.name_owner``).
+FORMAT_VERSION = 5
 #: Versions :meth:`Coder.load` reads (a version-1 folder has no lexicon, 1 and 2 no reranker, 1-3
-#: no relation features).
-READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
+#: no relation features, 1-4 no code names).
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LABELS_FILE = "label_index.json"

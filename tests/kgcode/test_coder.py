@@ -339,6 +339,7 @@ def test_a_folder_saved_before_the_code_names_reads_the_code_text(
     folder = plain.save(tmp_path / "plain")
     config = json.loads((folder / "config.json").read_text())
     del config["coder"]["zero_shot_names"]  # as written before the option existed
+    config["format_version"] = 4
     (folder / "config.json").write_text(json.dumps(config))
     old = Coder.load(folder)
     assert not old.config.zero_shot_names
