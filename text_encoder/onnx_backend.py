@@ -301,21 +301,24 @@ class OnnxMatMul(nn.Module):
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
-        w = weight.detach().float().cpu().T.contiguous().numpy()
-        n_in, n_out = w.shape
+        n_out, n_in = weight.shape
         graph = helper.make_graph(
             [helper.make_node("MatMul", ["x", "w"], ["y"])],
             "matmul",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", n_in])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n_out])],
-            [numpy_helper.from_array(w, "w")],
+            [numpy_helper.from_array(weight.detach().float().cpu().T.contiguous().numpy(), "w")],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = min(model.ir_version, 9)  # readable by older onnxruntime releases too
+        serialized = model.SerializeToString()
+        del graph, model  # each held a copy of the weight: free them before the session makes its own
         self.shape = (n_out, n_in)
-        self.session = ort.InferenceSession(
-            model.SerializeToString(), _session_options(num_threads), providers=["CPUExecutionProvider"]
-        )
+        options = _session_options(num_threads)
+        # the output (sentences x codes) is one large buffer whose size changes with every batch:
+        # an arena would keep the largest one for the life of the session
+        options.enable_cpu_mem_arena = False
+        self.session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Multiply.
