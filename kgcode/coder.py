@@ -1251,15 +1251,15 @@ class Coder(nn.Module):
                 titles_only=self.config.code_names == "title",
                 show_progress_bar=show_progress_bar,
             )
-        if self.config.zero_shot_names:
+        if self.config.zero_shot_names and self.config.code_names == "title":
+            # one name per code, its title: the code text already is that title's vector
+            rows = (self._text.norm(dim=-1) > 0).nonzero().squeeze(1)
+            self._names = (F.normalize(self._text[rows], dim=-1), rows)
+        elif self.config.zero_shot_names:
             self._names = code_name_vectors(
-                kg,
-                self.labels,
-                self.encoder,
-                cache_dir,
-                titles_only=self.config.code_names == "title",
-                show_progress_bar=show_progress_bar,
+                kg, self.labels, self.encoder, cache_dir, show_progress_bar=show_progress_bar
             )
+        if self._names is not None:
             logger.info("%d code names for the zero-shot maximum", len(self._names[1]))
         logger.info("coder resources ready in %.1f s", time.perf_counter() - start)
         return self

@@ -478,8 +478,9 @@ def test_titles_only_config_leaves_the_kg_out_of_the_code_texts(kg, tmp_path: Pa
     r = with_terms[0]
     expected = coder.encoder.encode([nodes[coder.labels[r]]["title"]])[0]
     assert torch.allclose(coder.code_text[r], expected, atol=1e-5)
-    # the zero-shot code names are the titles alone too: one name per label
+    # the zero-shot code names are the titles alone too: one name per label, its title's vector
     assert torch.equal(coder.bank["name_owner"], torch.arange(len(coder.labels)))
+    assert torch.allclose(coder.bank["names"][r], torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)
     assert res.metrics["map"] > 0
     # the same prepared data cannot train a coder that describes codes by the KG's names
     with pytest.raises(ValueError, match="prepared data describe codes by their 'title' names"):
