@@ -13,7 +13,10 @@ rows, so the differences, not the levels, are the result. A probe for design dec
 Second (``unseen_best_name``): the full models with the unseen-code pool and two more features
 taken from each code's best *name* (each name embedded on its own, see
 ``bench/bench_unseen_signals.py``) instead of the joined code text alone, as an offset after the
-trees trades MAP for unseen R@10 (0, 1, 2).
+trees trades MAP for unseen R@10 (0, 1, 2). This probe led to ``CoderConfig.zero_shot_names`` (on by
+default since): its numbers in the README come from coders trained before it, whose zero-shot
+maximum read the joined code text; for a coder with code names the ``code_text`` side already reads
+the names, so the comparison then measures the two extra tree features alone.
 
 Run: ``.venv/bin/python bench/bench_rerank_probe.py [--rare 0,40,80] [--no-names]`` (about 15 minutes
 on 2 cores).
