@@ -342,7 +342,7 @@ def test_cross_fitted_reranker_is_trained_saved_and_loaded(
     assert res.metrics["map"] > 0
     folder = res.save_to_directory(tmp_path / "coder")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == FORMAT_VERSION == 4 and config["reranker"]["trees"] == 10
+    assert config["format_version"] == FORMAT_VERSION == 5 and config["reranker"]["trees"] == 10
     # the default trees read the KG's relations; trees without them were scored on dev for the card
     assert config["reranker"]["features"] == list(RERANK_FEATURES + RELATION_FEATURES)
     assert card["relation_features"] is True and card["other_features"]["relation_features"] is False
