@@ -1730,7 +1730,7 @@ class Coder(nn.Module):
         again). Larger values put more codes without training notes into each note's top codes
         and above the threshold, at some cost to the seen codes: on CodiEsp dev the benchmarked
         coder keeps MAP and micro-F1 at 0.45 or more up to an offset of about 2, where unseen R@10
-        is about 0.15 against 0.10 at the tuned offset (``unseen_frontier`` in
+        is 0.15-0.16 against 0.10-0.11 at the tuned offset (``unseen_frontier`` in
         ``bench/results/coder.json``). The ``kgcode`` commands take ``--unseen-offset``.
 
         Args:
