@@ -630,6 +630,22 @@ def zero_shot_row(model: Path) -> dict[str, Any]:
     }
 
 
+def _zero_shot_scores(coder: Any, encoded: Any) -> Any:
+    """The coder's zero-shot maximum of every label for encoded notes, 16 notes a batch.
+
+    Shapes:
+        output: ``(len(encoded), num_labels)``.
+    """
+    import torch
+
+    return torch.cat(
+        [
+            coder.zero_shot_max(*coder.pad_segments(encoded.segments[i : i + 16]))
+            for i in range(0, len(encoded), 16)
+        ]
+    )
+
+
 def zero_shot_names_row(model: Path) -> dict[str, Any] | None:
     """The zero-shot maximum alone on dev: every code ranked by its best cosine between a sentence
     and one of its names (``zero_shot_names``; no training signal at all), threshold tuned on dev.
@@ -648,12 +664,7 @@ def zero_shot_names_row(model: Path) -> dict[str, Any] | None:
     notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
     encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
     with torch.inference_mode():
-        scores = torch.cat(
-            [
-                coder.zero_shot_max(*coder.pad_segments(encoded.segments[i : i + 16]))
-                for i in range(0, len(encoded), 16)
-            ]
-        )
+        scores = _zero_shot_scores(coder, encoded)
     probs = scores.clamp(-1.0, 1.0).add(1.0).div(2.0)  # a cosine as a score in [0, 1]
     thr, _ = tune_threshold(probs.numpy(), gold_matrix(encoded, len(coder.labels)))
     logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
@@ -772,12 +783,7 @@ def dictionary_rows(model: Path, seed: int = 13) -> dict[str, Any]:
     notes, _ = prepare_notes(read_dataset(DATA / "dev")[0], coder.label_row)
     encoded = encode_notes(coder, notes, cache_dir=paths.cache_dir() / "embeddings", show_progress_bar=False)
     coverage, _ = coder.lexical_match(encoded.segments)
-    zs = torch.cat(
-        [
-            coder.zero_shot_max(*coder.pad_segments(encoded.segments[i : i + 16]))
-            for i in range(0, len(encoded), 16)
-        ]
-    )
+    zs = _zero_shot_scores(coder, encoded)
     logits = 20.0 * coverage + zs - 10.0
     thr, _ = tune_threshold(torch.sigmoid(logits).numpy(), gold_matrix(encoded, len(coder.labels)))
     lexicon_only = _slim(evaluate_coder(coder, encoded, threshold=thr, logits=logits))

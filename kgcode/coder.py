@@ -391,7 +391,6 @@ def code_name_vectors(
     encoder: TextEncoder,
     cache_dir: str | os.PathLike[str] | None,
     *,
-    titles_only: bool = False,
     show_progress_bar: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every name of ``ids`` embedded on its own: the zero-shot code side (``zero_shot_names``).
@@ -406,7 +405,6 @@ def code_name_vectors(
         ids: label ids.
         encoder: the (frozen) text encoder.
         cache_dir: the :class:`~text_encoder.cache.EmbeddingCache` folder (``None``: no cache).
-        titles_only: each code's own title only (``code_names: title``).
         show_progress_bar: passed to the encoder on a cache miss.
 
     Returns:
@@ -420,11 +418,10 @@ def code_name_vectors(
     from text_encoder.cache import EmbeddingCache
 
     nodes = kg.graph._node
-    most = 0 if titles_only else NAME_SYNONYMS
     texts: list[str] = []
     owner: list[int] = []
     for row, code in enumerate(ids):
-        for name in node_names(kg, code, max_synonyms=most) if code in nodes else []:
+        for name in node_names(kg, code, max_synonyms=NAME_SYNONYMS) if code in nodes else []:
             texts.append(name)
             owner.append(row)
     if not texts:
