@@ -430,39 +430,49 @@ def candidate_features(
     best = top.values[:, 0]
     tenth = top.values[:, min(9, top_k - 1)]
     z_max = zero_shot.amax(dim=1)
-    out = []
-    for i in range(b):
-        rows = torch.unique(torch.cat([p[i] for p in parts]))
-        cat = table.category[rows]
-        li, zi, ci = logits[i, rows], zero_shot[i, rows], coverage[i, rows]
-        rel = reliability[rows].float()
-        feats = torch.stack(
-            [
-                li,
-                li - best[i],
-                li - tenth[i],
-                zi,
-                zi - z_max[i],
-                ci,
-                rel,
-                ci * rel,
-                table.log_train_notes[rows],
-                table.seen[rows].float(),
-                table.log_category_train_notes[cat],
-                cat_l[i, cat],
-                li - cat_l[i, cat],
-                zi - cat_z[i, cat],
-                table.unspecified[rows].float(),
-                table.code_length[rows],
-                cat_c[i, cat],
-                torch.isin(rows, top.indices[i]).float(),
-            ],
-            dim=1,
-        )
-        x = feats.numpy().astype(np.float32)
-        if relations is not None:
-            x = np.hstack([x, relations.features(rows.numpy(), li.numpy())])
-        out.append((rows, x))
+    # every note's candidates at once, as (note, row) pairs: each note's distinct rows, ascending
+    pooled, _ = torch.cat(parts, dim=1).sort(dim=1)
+    first = torch.ones_like(pooled, dtype=torch.bool)
+    first[:, 1:] = pooled[:, 1:] != pooled[:, :-1]
+    note = torch.arange(b).unsqueeze(1).expand_as(pooled)[first]
+    rows = pooled[first]
+    in_top = torch.zeros(b, c, dtype=torch.bool).scatter_(1, top.indices, True)
+    cat = table.category[rows]
+    li, zi, ci = logits[note, rows], zero_shot[note, rows], coverage[note, rows]
+    rel = reliability[rows].float()
+    feats = torch.stack(
+        [
+            li,
+            li - best[note],
+            li - tenth[note],
+            zi,
+            zi - z_max[note],
+            ci,
+            rel,
+            ci * rel,
+            table.log_train_notes[rows],
+            table.seen[rows].float(),
+            table.log_category_train_notes[cat],
+            cat_l[note, cat],
+            li - cat_l[note, cat],
+            zi - cat_z[note, cat],
+            table.unspecified[rows].float(),
+            table.code_length[rows],
+            cat_c[note, cat],
+            in_top[note, rows].float(),
+        ],
+        dim=1,
+    )
+    bounds = np.cumsum(first.sum(1).numpy())[:-1].tolist()
+    out = list(
+        zip(torch.tensor_split(rows, bounds), np.split(feats.numpy().astype(np.float32), bounds), strict=True)
+    )
+    if relations is not None:  # per note: one note's joins stay small (faster than all notes' at once)
+        scores = np.split(li.numpy(), bounds)
+        out = [
+            (r, np.hstack([x, relations.features(r.numpy(), s)]))
+            for (r, x), s in zip(out, scores, strict=True)
+        ]
     return out
 
 
@@ -478,14 +488,23 @@ def rerank_logits(
         logits: ``(b, c)``; output: ``(b, c)``.
     """
     out = logits.detach().float().clone()
-    for i, (rows, feats) in enumerate(candidates):
-        new = torch.from_numpy(trees.decision_function(feats)).float()
-        rest = torch.ones(out.shape[1], dtype=torch.bool)
-        rest[rows] = False
-        if rest.any():
-            top_rest = out[i, rest].max()
-            out[i] = out[i] - top_rest + (new.min() - 1.0)
-        out[i, rows] = new
+    if not len(candidates):
+        return out
+    if len(candidates) != out.shape[0]:
+        raise ValueError(f"{len(candidates)} notes' candidates for {out.shape[0]} notes of scores")
+    # one pass of the trees over every note's candidates
+    counts = torch.tensor([len(rows) for rows, _ in candidates])
+    note = torch.repeat_interleave(torch.arange(len(candidates)), counts)
+    rows = torch.cat([r for r, _ in candidates]).long()
+    new = torch.from_numpy(trees.decision_function(np.concatenate([f for _, f in candidates]))).float()
+    rest = torch.ones_like(out, dtype=torch.bool)
+    rest[note, rows] = False
+    has_rest = rest.any(dim=1)
+    top_rest = out.masked_fill(~rest, -torch.inf).amax(dim=1)
+    new_min = torch.full((out.shape[0],), torch.inf).scatter_reduce_(0, note, new, "amin")
+    shift = has_rest & (counts > 0)  # a note without candidates keeps its scores
+    out[shift] = out[shift] - top_rest[shift, None] + (new_min[shift, None] - 1.0)
+    out[note, rows] = new
     return out
 
 

@@ -384,6 +384,10 @@ NAME_BANK_KEYS = ("names", "name_owner")
 #: synonyms each code contributes to its names (as many as :func:`kg.texts.node_text` joins)
 NAME_SYNONYMS = 8
 
+#: code-side rows per slice of the zero-shot product on torch (8,192 x 384 bf16 is 6 MB: with the
+#: batch's sentences it stays in the last-level cache; 4k-16k were within noise of each other)
+ZS_CHUNK = 8192
+
 
 def code_name_vectors(
     kg: KnowledgeGraph,
@@ -1766,18 +1770,19 @@ class Coder(nn.Module):
         seg = F.normalize(vectors.float(), dim=-1)
         flat = seg[mask].to(side.dtype)
         best = torch.zeros(vectors.shape[0], side.shape[0])
+        counts = mask.sum(1).tolist()
         if flat.shape[0]:
             if self.runtime_backend == "onnx":
-                sim = self._zs_onnx()(flat)
+                _note_max(self._zs_onnx()(flat), counts, best)
             elif self.runtime_dtype == "int8":
-                sim = self._zs_int8()(flat)
+                _note_max(self._zs_int8()(flat), counts, best)
             else:
-                sim = flat @ side.T
-            pos = 0
-            for i, n in enumerate(mask.sum(1).tolist()):
-                if n:
-                    best[i] = sim[pos : pos + n].amax(0).float()
-                pos += n
+                # in slices of the code side, so each product stays in cache while its per-note
+                # maxima are taken: ~25 % faster than one product over all, the same numbers up
+                # to the product kernel's rounding (bitwise the same on CodiEsp dev)
+                for start in range(0, side.shape[0], ZS_CHUNK):
+                    stop = start + ZS_CHUNK
+                    _note_max(flat @ side[start:stop].T, counts, best[:, start:stop])
         if key == "zs":
             return best
         owner = self.bank["name_owner"].expand(best.shape[0], -1)
@@ -2375,6 +2380,20 @@ class Coder(nn.Module):
         coder.eval()
         logger.info("loaded coder from %s in %.2f s", folder, time.perf_counter() - start)
         return coder
+
+
+def _note_max(sim: Tensor, counts: Sequence[int], out: Tensor) -> None:
+    """Each note's maximum over its own rows of ``sim``, written into ``out`` (notes without rows
+    are left as they are).
+
+    Shapes:
+        sim: ``(sum(counts), c)``: the notes' rows one after the other; out: ``(len(counts), c)``.
+    """
+    pos = 0
+    for i, n in enumerate(counts):
+        if n:
+            out[i] = sim[pos : pos + n].amax(0)
+        pos += n
 
 
 def _progress(it: Any, show: bool | None, desc: str) -> Any:

@@ -336,6 +336,24 @@ def test_candidates_with_relations_append_the_relation_columns(
     )
 
 
+def test_a_batch_of_notes_gets_the_candidates_and_features_of_each_note_alone(
+    table: LabelTable, relations: RelationTable
+) -> None:
+    logits = torch.tensor([[0.5, 3.0, -4.0, 2.0, -5.0, 0.4], [1.0, 2.5, -3.0, 0.2, -1.0, 2.0], [0.0] * 6])
+    zs = torch.tensor([[0.0, 0.1, 0.9, 0.0, 0.2, 0.0], [0.3, 0.0, 0.8, 0.1, 0.0, 0.0], [0.0] * 6])
+    cov = torch.tensor([[0.0, 0.0, 0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0, 0.7, 0.0], [0.0] * 6])
+    rel = torch.full((6,), 0.5)
+    kwargs = {"top_k": 3, "unseen_k": 1, "relations": relations}
+    batch = candidate_features(logits, zs, cov, rel, table, **kwargs)
+    assert len(batch) == 3 and len({len(rows) for rows, _ in batch}) > 1
+    for i, (rows, feats) in enumerate(batch):
+        ((alone_rows, alone),) = candidate_features(
+            logits[i : i + 1], zs[i : i + 1], cov[i : i + 1], rel, table, **kwargs
+        )
+        assert torch.equal(rows, alone_rows) and rows.tolist() == sorted(set(rows.tolist()))
+        np.testing.assert_array_equal(feats, alone)  # no feature leaks from another note
+
+
 def test_the_rare_pool_adds_the_best_codes_with_few_training_notes(table: LabelTable) -> None:
     # I10 (7 notes) leads; E11.9 (5 notes) and J18.9 (2 notes) are the rare codes
     logits = torch.tensor([[0.0, 2.0, -1.0, 3.0, -2.0, -3.0]])

@@ -306,6 +306,22 @@ def test_zero_shot_maximum_reads_each_code_name_on_its_own(coder: Coder, kg) -> 
     assert not torch.allclose(got[1], joined)  # not the joined code text
 
 
+def test_zero_shot_maximum_is_the_same_in_slices_of_the_code_side(
+    coder: Coder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kgcode.coder as coder_module
+
+    segs = coder.encode_notes([NOTE, "Fracture of the neck of the left femur.", "Cough."])
+    vec, mask = coder.pad_segments(segs)
+    whole = coder.zero_shot_max(vec, mask)
+    assert len(coder.bank["names"]) > 3
+    monkeypatch.setattr(coder_module, "ZS_CHUNK", 3)  # many slices, the last one short
+    sliced = coder.zero_shot_max(vec, mask)
+    # a 3-row product may take another kernel than the whole one: float rounding only
+    assert torch.allclose(sliced, whole, rtol=0.0, atol=1e-6)
+    assert not torch.allclose(sliced[0], sliced[1], rtol=0.0, atol=1e-3)  # each note its own maximum
+
+
 def test_code_names_are_saved_and_checked_on_load(coder: Coder, saved: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
