@@ -74,7 +74,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -387,6 +387,9 @@ NAME_SYNONYMS = 8
 #: code-side rows per slice of the zero-shot product on torch (8,192 x 384 bf16 is 6 MB: with the
 #: batch's sentences it stays in the last-level cache; 4k-16k were within noise of each other)
 ZS_CHUNK = 8192
+
+#: sentences per zero-shot product call on ONNX Runtime (256 x 111,574 names: 114 MB of fp32 output)
+ZS_ROWS = 256
 
 
 def code_name_vectors(
@@ -1771,18 +1774,25 @@ class Coder(nn.Module):
         flat = seg[mask].to(side.dtype)
         best = torch.zeros(vectors.shape[0], side.shape[0])
         counts = mask.sum(1).tolist()
-        if flat.shape[0]:
-            if self.runtime_backend == "onnx":
-                _note_max(self._zs_onnx()(flat), counts, best)
-            elif self.runtime_dtype == "int8":
-                _note_max(self._zs_int8()(flat), counts, best)
-            else:
-                # in slices of the code side, so each product stays in cache while its per-note
-                # maxima are taken: ~25 % faster than one product over all, the same numbers up
-                # to the product kernel's rounding (bitwise the same on CodiEsp dev)
-                for start in range(0, side.shape[0], ZS_CHUNK):
-                    stop = start + ZS_CHUNK
-                    _note_max(flat @ side[start:stop].T, counts, best[:, start:stop])
+        # The product never exists whole (1,000 sentences x 111,574 names is 450 MB in fp32): on
+        # torch it runs in slices of the code side, so each slice stays in cache while its per-note
+        # maxima are taken (~25 % faster than one product over all; the same numbers up to the
+        # kernel's rounding, bitwise the same on CodiEsp dev); ONNX Runtime takes the notes'
+        # sentences a few hundred at a time.
+        if flat.shape[0] and self.runtime_backend == "onnx":
+            product = self._zs_onnx()
+            for lo, hi, first, last in _note_groups(counts, ZS_ROWS):
+                _note_max(product(flat[first:last]), counts[lo:hi], best[lo:hi])
+        elif flat.shape[0] and self.runtime_dtype == "int8":
+            start = 0
+            for part in self._zs_int8():  # one int8 product per slice (one scale per code row: exact)
+                sim = part(flat)
+                _note_max(sim, counts, best[:, start : start + sim.shape[1]])
+                start += sim.shape[1]
+        elif flat.shape[0]:
+            for start in range(0, side.shape[0], ZS_CHUNK):
+                stop = start + ZS_CHUNK
+                _note_max(flat @ side[start:stop].T, counts, best[:, start:stop])
         if key == "zs":
             return best
         owner = self.bank["name_owner"].expand(best.shape[0], -1)
@@ -1794,10 +1804,16 @@ class Coder(nn.Module):
         """The bank entry the zero-shot maximum multiplies: ``"names"`` or ``"zs"`` (code text)."""
         return "names" if "names" in self.bank else "zs"
 
-    def _zs_int8(self) -> nn.Module:
-        """The zero-shot product (names or code texts) in int8 (``inference_dtype: int8``), built once
-        per bank (a plain attribute, not a submodule: never saved)."""
-        return self._per_bank("_zs_int8_cache", int8_linear)
+    def _zs_int8(self) -> nn.ModuleList:
+        """The zero-shot product (names or code texts) in int8 (``inference_dtype: int8``), one
+        module per slice of :data:`ZS_CHUNK` code rows, built once per bank (a plain attribute,
+        not a submodule: never saved)."""
+        return self._per_bank(
+            "_zs_int8_cache",
+            lambda side: nn.ModuleList(
+                int8_linear(side[s : s + ZS_CHUNK]) for s in range(0, len(side), ZS_CHUNK)
+            ),
+        )
 
     def _zs_onnx(self) -> nn.Module:
         """The zero-shot product (names or code texts) in ONNX Runtime, fp32 (``inference_backend:
@@ -1807,7 +1823,7 @@ class Coder(nn.Module):
 
         return self._per_bank("_zs_onnx_cache", OnnxMatMul)
 
-    def _per_bank(self, name: str, build: Any) -> nn.Module:
+    def _per_bank(self, name: str, build: Any) -> Any:
         """``build`` of the zero-shot maximum's matrix (:attr:`_zs_key`), kept under ``name`` until
         the bank tensor changes."""
         zs = self.bank[self._zs_key]
@@ -2380,6 +2396,26 @@ class Coder(nn.Module):
         coder.eval()
         logger.info("loaded coder from %s in %.2f s", folder, time.perf_counter() - start)
         return coder
+
+
+def _note_groups(counts: Sequence[int], max_rows: int) -> Iterator[tuple[int, int, int, int]]:
+    """Runs of consecutive notes with at most ``max_rows`` rows together (a longer note alone).
+
+    Args:
+        counts: each note's rows (its sentences), the notes' rows one after the other.
+        max_rows: the most rows of a run of several notes.
+
+    Returns:
+        ``(first note, end note, first row, end row)`` of each run, in order.
+    """
+    lo = row = first = 0
+    for i, n in enumerate(counts):
+        if i > lo and row + n - first > max_rows:
+            yield lo, i, first, row
+            lo, first = i, row
+        row += n
+    if lo < len(counts):
+        yield lo, len(counts), first, row
 
 
 def _note_max(sim: Tensor, counts: Sequence[int], out: Tensor) -> None:

@@ -491,7 +491,12 @@ def test_int8_is_explicit_only(monkeypatch: pytest.MonkeyPatch) -> None:
         assert coder_module.resolve_inference_dtype("auto") != "int8"
 
 
-def test_int8_routes_notes_through_the_encoders_int8_copy(kg, tmp_path: Path) -> None:  # noqa: ANN001
+def test_int8_routes_notes_through_the_encoders_int8_copy(
+    kg,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kgcode import coder as coder_module
     from text_encoder.hashing import HashingTextEncoder
 
     c = Coder.from_kg(CoderConfig.from_dict(tiny_model_config()), kg)
@@ -522,6 +527,11 @@ def test_int8_routes_notes_through_the_encoders_int8_copy(kg, tmp_path: Path) ->
     assert c._zs_int8() is product  # the same bank: reused
     c.bank = {**c.bank, "names": c.bank["names"].clone()}  # a new bank (finalize, load): rebuilt
     assert c._zs_int8() is not product
+    # in slices of 3 code rows, each its own int8 product: the same numbers (one scale per row)
+    monkeypatch.setattr(coder_module, "ZS_CHUNK", 3)
+    c.bank = {**c.bank, "names": c.bank["names"].clone()}
+    assert len(c._zs_int8()) == -(-len(c.bank["names"]) // 3) > 1
+    assert torch.equal(c.zero_shot_max(vec, mask), zs_int8)
     with pytest.raises(ValueError, match="expected one of auto, fp32, bf16, int8"):
         c.set_inference_dtype("fp8")
 
@@ -573,8 +583,16 @@ def test_onnx_backend_routes_notes_through_the_encoders_onnx_copy(
     assert c._zs_onnx() is product
     c.bank = {**c.bank, "names": c.bank["names"].clone()}  # a new bank: rebuilt
     assert c._zs_onnx() is not product
+    # several notes, a few sentences per ONNX Runtime call: each note's own maximum, as in one call
+    many = c.encode_notes([NOTE, "Cough. Fever.", "Fracture of the neck of the left femur."])
+    vec3, mask3 = c.pad_segments(many)
+    at_once = c.zero_shot_max(vec3, mask3)
+    monkeypatch.setattr(coder_module, "ZS_ROWS", 1)  # every note a call of its own
+    assert torch.allclose(c.zero_shot_max(vec3, mask3), at_once, rtol=0.0, atol=1e-6)
+    assert torch.allclose(at_once[0], zs_onnx[0], rtol=0.0, atol=1e-6)
     c.set_inference("fp32", "torch")
     assert torch.allclose(zs_onnx, c.zero_shot_max(vec, mask), atol=1e-5)
+    assert torch.allclose(at_once, c.zero_shot_max(vec3, mask3), atol=1e-5)
     c.set_inference("fp32", "onnx")
     c.encoder.quantized = lambda: twin  # type: ignore[method-assign]
     c.set_inference("int8", "onnx")
