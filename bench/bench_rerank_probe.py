@@ -26,7 +26,6 @@ Writes ``bench/results/rerank_probe.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from results_io import write_result
 
 logger = logging.getLogger("bench.rerank_probe")
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,8 +94,14 @@ def dev_candidates(name: str, rare_k: int, relations: Any, names: Any = None) ->
                 rows.append(r.numpy())
                 xs.append(x)
                 logits.append(lg[i].numpy())
-    return {"rows": rows, "x": xs, "logits": np.stack(logits), "gold": enc.gold,
-            "train_counts": np.asarray(coder.train_counts), "relations": coder.config.rerank_relations}
+    return {
+        "rows": rows,
+        "x": xs,
+        "logits": np.stack(logits),
+        "gold": enc.gold,
+        "train_counts": np.asarray(coder.train_counts),
+        "relations": coder.config.rerank_relations,
+    }
 
 
 def dev_cv(
@@ -120,7 +126,11 @@ def dev_cv(
             np.concatenate([d["x"][i][:, columns] for i in train]),
             np.concatenate([ys[i] for i in train]),
             features=tuple(f"f{j}" for j in columns),
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, seed=seed,
+            max_iter=200,
+            learning_rate=0.05,
+            max_leaf_nodes=15,
+            min_samples_leaf=40,
+            seed=seed,
         )
         for i in range(n):
             if fold[i] == f:
@@ -138,9 +148,14 @@ def dev_cv(
     threshold, _ = tune_threshold(probs, gold)
     m = evaluate(probs, gold, threshold=threshold, train_counts=d["train_counts"])
     b = m["buckets"]
-    return {"map": m["map"], "micro_f1": m["micro_f1"], "1-5_f1": b["1-5"]["f1"],
-            "1-5_r@10": b["1-5"]["r@10"], "unseen_r@10": b["unseen"]["r@10"],
-            "candidates_per_note": float(np.mean([len(r) for r in d["rows"]]))}
+    return {
+        "map": m["map"],
+        "micro_f1": m["micro_f1"],
+        "1-5_f1": b["1-5"]["f1"],
+        "1-5_r@10": b["1-5"]["r@10"],
+        "unseen_r@10": b["unseen"]["r@10"],
+        "candidates_per_note": float(np.mean([len(r) for r in d["rows"]])),
+    }
 
 
 def best_name_frontier(models: list[str], kg: Any, relations: Any) -> dict[str, Any]:
@@ -213,18 +228,16 @@ def main() -> int:
             for f, t in pairs
         ]
         margins[f"rare{rare_k}"] = {
-            k: {"mean": round(float(np.mean([s[k] for s in per_seed])), 4),
-                "per_seed": [round(s[k], 4) for s in per_seed]}
+            k: {
+                "mean": round(float(np.mean([s[k] for s in per_seed])), 4),
+                "per_seed": [round(s[k], 4) for s in per_seed],
+            }
             for k in METRICS
         }
     result["margin_full_minus_text_only"] = margins
     if not args.no_names:
         result["unseen_best_name"] = best_name_frontier([f for f, _ in pairs], kg, relations)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
-    logger.info("wrote %s", args.out)
+    write_result(args.out, result)
     return 0
 
 

@@ -17,7 +17,6 @@ Run: ``.venv/bin/python bench/bench_unseen_signals.py [--model DIR] [--kg DIR]``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from results_io import write_result
 
 logger = logging.getLogger("bench.unseen_signals")
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,13 +204,9 @@ def main() -> int:
             name: {str(k): round(float((np.array(r) < k).mean()), 4) for k in KS} for name, r in ranks.items()
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
     for name, shares in result["share_in_top_k_among_unseen"].items():
         logger.info("%-28s top 10 %.3f  top 50 %.3f", name, shares["10"], shares["50"])
-    logger.info("wrote %s", args.out)
+    write_result(args.out, result)
     return 0
 
 
