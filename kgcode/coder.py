@@ -1761,8 +1761,8 @@ class Coder(nn.Module):
 
         The code's side is each of its names embedded on its own when the bank holds them
         (``zero_shot_names``: the best name counts), else its joined code text. All sentences of
-        the batch go through one matrix product with those vectors (bf16 or int8 when configured
-        on torch; fp32 in ONNX Runtime on the onnx backend), so the bank is read once per batch.
+        the batch meet those vectors in one pass (bf16 or int8 when configured on torch; fp32 in
+        ONNX Runtime on the onnx backend), so the bank is read once per batch, in slices.
         A label without a name scores 0 (the cosine with an empty code text).
 
         Shapes:
@@ -2405,7 +2405,7 @@ def _note_groups(counts: Sequence[int], max_rows: int) -> Iterator[tuple[int, in
         counts: each note's rows (its sentences), the notes' rows one after the other.
         max_rows: the most rows of a run of several notes.
 
-    Returns:
+    Yields:
         ``(first note, end note, first row, end row)`` of each run, in order.
     """
     lo = row = first = 0
