@@ -118,10 +118,13 @@ def _mean_over_gold_notes(values: np.ndarray, n_gold: np.ndarray) -> float:
 
 
 def _map(r: _Ranked, k: int | None) -> float:
+    # from the gold codes' ranks alone: the j-th gold code of a note, at rank p (1-based), adds
+    # j / p to its AP (no note x code matrix of running precisions: this runs on ~98k codes a note)
     rel = r.rel if k is None else r.rel[:, :k]
-    ranks = np.arange(1, rel.shape[1] + 1)
-    precision = np.cumsum(rel, axis=1) / ranks
-    ap = (precision * rel).sum(axis=1) / np.maximum(r.n_gold, 1)
+    note, col = np.nonzero(rel)  # row-major: each note's gold ranks in increasing order
+    start = np.searchsorted(note, np.arange(rel.shape[0]))
+    j = np.arange(1, len(note) + 1) - start[note]
+    ap = np.bincount(note, j / (col + 1.0), minlength=rel.shape[0]) / np.maximum(r.n_gold, 1)
     return _mean_over_gold_notes(ap, r.n_gold)
 
 

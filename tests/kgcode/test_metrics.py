@@ -60,6 +60,26 @@ def test_map_cut_at_k_keeps_the_gold_divisor() -> None:
     assert mean_average_precision(SCORES, GOLD, k=3) == pytest.approx(mean_average_precision(SCORES, GOLD))
 
 
+def test_map_equals_the_running_precision_definition_on_random_notes() -> None:
+    # MAP is computed from the gold codes' ranks alone; check it against the textbook running
+    # precision over the whole ranked list, with many ties, notes without gold and cuts at k
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n, m = int(rng.integers(1, 12)), int(rng.integers(1, 40))
+        scores = rng.integers(0, 4, (n, m)).astype(float)
+        gold = rng.random((n, m)) < rng.random()
+        for k in (None, 1, 5, 100):
+            aps = []
+            for s, g in zip(scores, gold, strict=True):
+                if not g.any():
+                    continue
+                ranked = g[np.argsort(-s, kind="stable")][: k or m]
+                hits = np.cumsum(ranked)
+                aps.append(sum(hits[i] / (i + 1) for i in np.flatnonzero(ranked)) / g.sum())
+            want = float(np.mean(aps)) if aps else 0.0
+            assert mean_average_precision(scores, gold, k=k) == pytest.approx(want, abs=1e-12)
+
+
 def test_ties_keep_column_order() -> None:
     assert mean_average_precision([[0.5, 0.5]], [[0, 1]]) == pytest.approx(1 / 2)
     assert mean_average_precision([[0.5, 0.5]], [[1, 0]]) == pytest.approx(1.0)
